@@ -1,0 +1,853 @@
+# Netlink adapter: links, addresses, routes, sit tunnels (via pyroute2) and the WAN
+# monitor (a plain non-blocking rtnetlink socket parsed here, for the daemon's selector).
+#
+# pyroute2 versions: written against the API common to 0.7.x (what OpenWrt's feed
+# ships) and 0.9.x: IPRoute / NetNS, link(), addr(), route(), get_links(), get_addr(),
+# get_routes(), link_lookup(), msg.get_attr() and NetlinkError.code.
+# Tested here with pyroute2 0.9.7 (tests/unit/test_netlink.py) and by running the same
+# test file against pyroute2 0.7.12 put first on PYTHONPATH (without sit: this kernel
+# has none; sit_create / sit_set_endpoints were exercised under User-Mode Linux with
+# 0.9.7, see tests/unit/test_sixin4.py::test_kernel_sit_under_uml).
+# pyroute2 0.9's sync IPRoute runs an asyncio loop of its own and refuses calls from
+# another thread: a Netlink object must be used from the thread that created it.
+#
+# The WAN monitor does not use pyroute2: pyroute2 0.9 reads its socket from its own
+# asyncio loop, which does not mix with the daemon's selector. The few rtnetlink
+# messages it needs (link, IPv4 address, IPv4 route) are decoded below, defensively.
+
+import errno
+import os
+import random
+import socket
+import struct
+import threading
+
+from cpe_tunnel.core.errors import RemoteProtocolError
+
+__all__ = ["Netlink", "NetlinkOpError", "WanMonitor", "in_netns", "parse_rtnl"]
+
+AF_INET = socket.AF_INET
+AF_INET6 = socket.AF_INET6
+
+IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
+IFF_RUNNING = 0x40
+
+IFA_F_SECONDARY = 0x01
+IFA_F_NODAD = 0x02
+IFA_F_HOMEADDRESS = 0x10
+IFA_F_MANAGETEMPADDR = 0x100
+IFA_F_NOPREFIXROUTE = 0x200
+
+_ADDR_FLAGS = {
+    "nodad": IFA_F_NODAD,
+    "homeaddress": IFA_F_HOMEADDRESS,
+    "mngtmpaddr": IFA_F_MANAGETEMPADDR,
+    "noprefixroute": IFA_F_NOPREFIXROUTE,
+}
+
+RT_TABLE_MAIN = 254
+RTN_UNICAST = 1
+RTN_UNREACHABLE = 7
+
+CLONE_NEWNET = 0x40000000
+
+
+class NetlinkOpError(OSError):
+    """A netlink request failed; .errno is the kernel's error code, str() says what
+    we tried to do and why it failed, in words."""
+
+    def __init__(self, code, what):
+        reason = "%s: %s" % (what, os.strerror(code))
+        super().__init__(code, reason)
+        self.reason = reason
+
+    def __str__(self):
+        return self.reason
+
+
+# --------------------------------------------------------------------------------
+# Network namespaces (tests, and a daemon managing a namespace it does not run in)
+
+
+def _netns_path(netns):
+    if not isinstance(netns, str) or not netns:
+        raise ValueError("network namespace name must be non-empty text")
+    if netns.startswith("/"):
+        return netns
+    if "/" in netns or netns in (".", ".."):
+        raise ValueError("'%s' is not a network namespace name" % netns)
+    return "/run/netns/" + netns
+
+
+def _setns(fd):
+    fn = getattr(os, "setns", None)
+    if fn is not None:  # Python >= 3.12
+        fn(fd, CLONE_NEWNET)
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, "setns: %s" % os.strerror(code))
+
+
+def in_netns(netns, fn):
+    """Run fn() with the calling context's network namespace switched to `netns`
+    (a name under /run/netns or an absolute path) and return its result. Sockets and
+    TUN devices opened by fn stay in that namespace. Runs fn in a short-lived helper
+    thread (a namespace switch is per thread), so the caller's thread is untouched.
+    netns None: just fn()."""
+    if netns is None:
+        return fn()
+    path = _netns_path(netns)
+    box = []
+
+    def run():
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                _setns(fd)
+            finally:
+                os.close(fd)
+            box.append((True, fn()))
+        except BaseException as e:  # handed to the caller's thread
+            box.append((False, e))
+
+    t = threading.Thread(target=run, name="netns-helper", daemon=True)
+    t.start()
+    t.join()
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
+
+
+# --------------------------------------------------------------------------------
+# Netlink: the small interface the daemon uses
+
+
+def _import_pyroute2():
+    try:
+        import pyroute2
+        from pyroute2.netlink.exceptions import NetlinkError
+    except ImportError as e:
+        raise RuntimeError("pyroute2 is needed for netlink (install python3-pyroute2): %s" % e)
+    return pyroute2, NetlinkError
+
+
+def _ipaddr_text(text, family):
+    # Normalise and validate address text (pyroute2 would pass garbage to the kernel).
+    try:
+        return socket.inet_ntop(family, socket.inet_pton(family, text))
+    except (OSError, TypeError, ValueError):
+        kind = "IPv4" if family == AF_INET else "IPv6"
+        raise ValueError("'%s' is not an %s address" % (text, kind))
+
+
+def _family_of(text):
+    return AF_INET6 if ":" in str(text) else AF_INET
+
+
+class Netlink:
+    """Links, addresses and routes over rtnetlink (pyroute2).
+
+    netns: a namespace name (or /proc/.../ns/net path) to work in, None for ours.
+    Errors are NetlinkOpError (an OSError with .errno), except where a method says it
+    is idempotent and the kernel answer means "already so"."""
+
+    def __init__(self, netns=None):
+        pyroute2, NetlinkError = _import_pyroute2()
+        self._NetlinkError = NetlinkError
+        self.netns = netns
+        if netns is None:
+            self._ipr = pyroute2.IPRoute()
+        else:
+            _netns_path(netns)
+            # NetNS exists in 0.7 (a proxy process) and 0.9 (IPRoute(netns=...)).
+            # flags=0: never create the namespace as a side effect.
+            self._ipr = pyroute2.NetNS(netns, flags=0)
+        self._sit = None
+        self._sit_params = {}
+
+    # -- helpers ---------------------------------------------------------------
+    def _call(self, what, fn, *args, **kw):
+        try:
+            return fn(*args, **kw)
+        except self._NetlinkError as e:
+            raise NetlinkOpError(e.code, what)
+
+    def _index(self, ifname):
+        idx = self.link_index(ifname)
+        if idx is None:
+            raise NetlinkOpError(errno.ENODEV, "network device '%s'" % ifname)
+        return idx
+
+    def _link_msg(self, ifname):
+        idx = self.link_index(ifname)
+        if idx is None:
+            return None
+        try:
+            msgs = list(self._ipr.get_links(idx))
+        except self._NetlinkError as e:
+            if e.code == errno.ENODEV:
+                return None
+            raise NetlinkOpError(e.code, "reading link '%s'" % ifname)
+        return msgs[0] if msgs else None
+
+    # -- links -------------------------------------------------------------------
+    def link_index(self, ifname):
+        """Interface index of ifname, or None when there is no such device."""
+        if not isinstance(ifname, str) or not ifname or len(ifname) > 15:
+            return None
+        try:
+            found = self._ipr.link_lookup(ifname=ifname)
+        except self._NetlinkError:
+            return None
+        found = list(found)
+        return found[0] if found else None
+
+    def link_exists(self, ifname):
+        return self.link_index(ifname) is not None
+
+    def link_up(self, ifname):
+        idx = self._index(ifname)
+        self._call("bringing up '%s'" % ifname, self._ipr.link, "set", index=idx, state="up")
+
+    def link_down(self, ifname):
+        idx = self._index(ifname)
+        self._call("bringing down '%s'" % ifname, self._ipr.link, "set", index=idx, state="down")
+
+    def link_set_mtu(self, ifname, mtu):
+        idx = self._index(ifname)
+        self._call("setting MTU %d on '%s'" % (mtu, ifname), self._ipr.link, "set", index=idx, mtu=int(mtu))
+
+    def link_del(self, ifname):
+        """Delete a link; no error when it does not exist."""
+        idx = self.link_index(ifname)
+        if idx is None:
+            return
+        try:
+            self._ipr.link("del", index=idx)
+        except self._NetlinkError as e:
+            if e.code not in (errno.ENODEV, errno.ENOENT):
+                raise NetlinkOpError(e.code, "deleting link '%s'" % ifname)
+
+    def link_kind(self, ifname):
+        """Link kind ('sit', 'tun', 'veth', ...; '' for a device without one such as a
+        plain Ethernet port) or None when it does not exist."""
+        msg = self._link_msg(ifname)
+        if msg is None:
+            return None
+        info = msg.get_attr("IFLA_LINKINFO")
+        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+        return kind or ""
+
+    def link_is_up(self, ifname):
+        """(admin_up, running) of ifname, or None when it does not exist."""
+        msg = self._link_msg(ifname)
+        if msg is None:
+            return None
+        flags = msg["flags"]
+        return (bool(flags & IFF_UP), bool(flags & IFF_RUNNING))
+
+    def link_stats(self, ifname):
+        """dict(rx_packets, rx_bytes, tx_packets, tx_bytes, rx_dropped, tx_dropped,
+        rx_errors, tx_errors) of ifname, or None when it does not exist."""
+        msg = self._link_msg(ifname)
+        if msg is None:
+            return None
+        st = msg.get_attr("IFLA_STATS64") or msg.get_attr("IFLA_STATS")
+        out = {}
+        for k in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "rx_dropped", "tx_dropped",
+                  "rx_errors", "tx_errors"):
+            try:
+                out[k] = int(st[k]) if st is not None else 0
+            except (KeyError, TypeError):
+                out[k] = 0
+        return out
+
+    # -- addresses -----------------------------------------------------------------
+    def ipv4_addrs(self, ifname):
+        """IPv4 addresses on ifname as text, primary addresses first ([] if none or no
+        such device)."""
+        idx = self.link_index(ifname)
+        if idx is None:
+            return []
+        msgs = self._call("reading addresses of '%s'" % ifname, self._ipr.get_addr, family=AF_INET, index=idx)
+        prim, sec = [], []
+        for m in msgs:
+            if m["index"] != idx:
+                continue
+            a = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
+            if not a:
+                continue
+            flags = m.get_attr("IFA_FLAGS")
+            if flags is None:
+                flags = m["flags"]
+            (sec if flags & IFA_F_SECONDARY else prim).append(a)
+        return prim + sec
+
+    def addr_list6(self, ifname):
+        """IPv6 addresses on ifname: list of (addr_text, plen), link-local included;
+        [] if none or no such device."""
+        idx = self.link_index(ifname)
+        if idx is None:
+            return []
+        msgs = self._call("reading addresses of '%s'" % ifname, self._ipr.get_addr, family=AF_INET6,
+                          index=idx)
+        out = []
+        for m in msgs:
+            if m["index"] != idx:
+                continue
+            a = m.get_attr("IFA_ADDRESS") or m.get_attr("IFA_LOCAL")
+            if a:
+                out.append((_ipaddr_text(a, AF_INET6), m["prefixlen"]))
+        return out
+
+    def _addr_args(self, ifname, addr, plen, flags):
+        fam = _family_of(addr)
+        addr = _ipaddr_text(addr, fam)
+        plen = int(plen)
+        if not 0 <= plen <= (32 if fam == AF_INET else 128):
+            raise ValueError("prefix length %d is out of range for %s" % (plen, addr))
+        kw = {"index": self._index(ifname), "address": addr, "prefixlen": plen, "family": fam}
+        bits = 0
+        for f in flags or ():
+            if f not in _ADDR_FLAGS:
+                raise ValueError("unknown address flag '%s'" % f)
+            bits |= _ADDR_FLAGS[f]
+        if bits:
+            if fam != AF_INET6:
+                raise ValueError("address flags are for IPv6 addresses")
+            # IFA_FLAGS (32 bit) carries flags above 0xff; the kernel takes it over
+            # ifa_flags when present.
+            kw["IFA_FLAGS"] = bits
+        return kw, "%s/%d" % (addr, plen)
+
+    def addr_add(self, ifname, addr, plen, flags=()):
+        """Add addr/plen on ifname; already present is fine. flags (IPv6 only): names
+        from 'nodad', 'noprefixroute', 'mngtmpaddr', 'homeaddress'."""
+        kw, text = self._addr_args(ifname, addr, plen, flags)
+        try:
+            self._ipr.addr("add", **kw)
+        except self._NetlinkError as e:
+            if e.code != errno.EEXIST:
+                raise NetlinkOpError(e.code, "adding address %s on '%s'" % (text, ifname))
+
+    def addr_del(self, ifname, addr, plen, flags=()):
+        """Remove addr/plen from ifname; absent address or device is fine."""
+        if self.link_index(ifname) is None:
+            return
+        kw, text = self._addr_args(ifname, addr, plen, ())
+        try:
+            self._ipr.addr("del", **kw)
+        except self._NetlinkError as e:
+            if e.code not in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT, errno.ESRCH):
+                raise NetlinkOpError(e.code, "removing address %s from '%s'" % (text, ifname))
+
+    # -- routes ----------------------------------------------------------------------
+    def _route_args(self, dst, plen, ifname, gateway, family, kind, metric, table):
+        if family not in (4, 6):
+            raise ValueError("route family must be 4 or 6")
+        fam = AF_INET6 if family == 6 else AF_INET
+        dst = _ipaddr_text(dst, fam)
+        plen = int(plen)
+        if not 0 <= plen <= (32 if fam == AF_INET else 128):
+            raise ValueError("prefix length %d is out of range for %s" % (plen, dst))
+        if kind not in ("unicast", "unreachable"):
+            raise ValueError("route kind must be 'unicast' or 'unreachable'")
+        kw = {"family": fam, "dst": dst, "dst_len": plen}
+        if kind == "unreachable":
+            kw["type"] = "unreachable"
+        else:
+            if ifname is not None:
+                kw["oif"] = self._index(ifname)
+            if gateway is not None:
+                kw["gateway"] = _ipaddr_text(gateway, fam)
+            if ifname is None and gateway is None:
+                raise ValueError("a unicast route needs a device or a gateway")
+        if metric is not None:
+            kw["priority"] = int(metric)
+        if table is not None:
+            kw["table"] = int(table)
+        text = "%s/%d" % (dst, plen)
+        if kind == "unreachable":
+            text = "unreachable " + text
+        if ifname:
+            text += " dev " + ifname
+        if gateway:
+            text += " via " + gateway
+        return kw, text
+
+    def route_add(self, dst, plen, ifname=None, gateway=None, family=6, kind="unicast", metric=None,
+                  table=None):
+        """Add a route; an identical existing one is fine (EEXIST ignored)."""
+        kw, text = self._route_args(dst, plen, ifname, gateway, family, kind, metric, table)
+        try:
+            self._ipr.route("add", **kw)
+        except self._NetlinkError as e:
+            if e.code != errno.EEXIST:
+                raise NetlinkOpError(e.code, "adding route %s" % text)
+
+    def route_replace(self, dst, plen, ifname=None, gateway=None, family=6, kind="unicast", metric=None,
+                      table=None):
+        """Add or replace the route to dst/plen (same metric and table)."""
+        kw, text = self._route_args(dst, plen, ifname, gateway, family, kind, metric, table)
+        self._call("replacing route %s" % text, self._ipr.route, "replace", **kw)
+
+    def route_del(self, dst, plen, ifname=None, gateway=None, family=6, kind="unicast", metric=None,
+                  table=None):
+        """Delete a route; a missing route or device is fine."""
+        if ifname is not None and self.link_index(ifname) is None:
+            return
+        if kind == "unicast" and ifname is None and gateway is None:
+            kind_kw = {}
+        else:
+            kind_kw = None
+        if kind_kw is not None:
+            # delete by destination only
+            fam = AF_INET6 if family == 6 else AF_INET
+            kw = {"family": fam, "dst": _ipaddr_text(dst, fam), "dst_len": int(plen)}
+            if metric is not None:
+                kw["priority"] = int(metric)
+            if table is not None:
+                kw["table"] = int(table)
+            text = "%s/%d" % (kw["dst"], kw["dst_len"])
+        else:
+            kw, text = self._route_args(dst, plen, ifname, gateway, family, kind, metric, table)
+        try:
+            self._ipr.route("del", **kw)
+        except self._NetlinkError as e:
+            if e.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
+                raise NetlinkOpError(e.code, "deleting route %s" % text)
+
+    def default_route_v4(self):
+        """(gateway_text_or_None, ifname_or_None) of the IPv4 default route in the main
+        table with the lowest metric; (None, None) when there is none."""
+        msgs = self._call("reading IPv4 routes", self._ipr.get_routes, family=AF_INET)
+        best = None
+        for m in msgs:
+            if m["dst_len"] != 0 or m["type"] != RTN_UNICAST:
+                continue
+            table = m.get_attr("RTA_TABLE") or m["table"]
+            if table != RT_TABLE_MAIN:
+                continue
+            prio = m.get_attr("RTA_PRIORITY") or 0
+            oif = m.get_attr("RTA_OIF")
+            gw = m.get_attr("RTA_GATEWAY")
+            if oif is None:
+                mp = m.get_attr("RTA_MULTIPATH")
+                if mp:
+                    first = mp[0]
+                    oif = first["oif"]
+                    gw = first.get_attr("RTA_GATEWAY")
+            if best is None or prio < best[0]:
+                best = (prio, gw, oif)
+        if best is None:
+            return (None, None)
+        ifname = None
+        if best[2]:
+            try:
+                links = list(self._ipr.get_links(best[2]))
+                if links:
+                    ifname = links[0].get_attr("IFLA_IFNAME")
+            except self._NetlinkError:
+                pass
+        return (best[1], ifname)
+
+    # -- sit (6in4) --------------------------------------------------------------------
+    def sit_supported(self):
+        """True when the kernel can make sit (6in4) links: probes once by creating and
+        deleting a throwaway link with a random name; the answer is cached."""
+        if self._sit is None:
+            name = "cpts%08x" % random.getrandbits(32)
+            try:
+                self._ipr.link("add", ifname=name, kind="sit")
+            except self._NetlinkError:
+                self._sit = False
+            except Exception:  # pyroute2 refusing the kind on its side
+                self._sit = False
+            else:
+                self._sit = True
+                self.link_del(name)
+        return self._sit
+
+    def sit_create(self, ifname, local, remote, ttl=64, tos=0, mtu=1280):
+        """Create sit link ifname from local (IPv4 text or None = any) to remote, with
+        the given TTL (0 = inherit), TOS (1 = inherit) and MTU; left down."""
+        kw = {"ifname": ifname, "kind": "sit", "sit_remote": _ipaddr_text(remote, AF_INET),
+              "sit_ttl": int(ttl), "sit_tos": int(tos), "mtu": int(mtu)}
+        if local is not None:
+            kw["sit_local"] = _ipaddr_text(local, AF_INET)
+        if not 0 <= kw["sit_ttl"] <= 255 or not 0 <= kw["sit_tos"] <= 255:
+            raise ValueError("ttl and tos must be 0..255")
+        if kw["sit_ttl"]:
+            kw["sit_pmtudisc"] = 1  # the kernel insists on DF with a fixed TTL
+        self._call("creating 6in4 (sit) link '%s' to %s" % (ifname, remote), self._ipr.link, "add", **kw)
+        self._sit_params[ifname] = (kw["sit_ttl"], kw["sit_tos"])
+
+    def sit_set_endpoints(self, ifname, local, remote):
+        """Change the endpoints of sit link ifname in place (no delete/re-create).
+        TTL and TOS are kept (the kernel resets what a change request leaves out)."""
+        idx = self._index(ifname)
+        ttl, tos = self._sit_params.get(ifname, (None, None))
+        msg = self._link_msg(ifname)
+        info = msg.get_attr("IFLA_LINKINFO") if msg is not None else None
+        data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+        if data is not None:
+            # pyroute2 names the sit attributes IFLA_SIT_* (kernel: IFLA_IPTUN_*)
+            for prefix in ("IFLA_SIT_", "IFLA_IPTUN_"):
+                t = data.get_attr(prefix + "TTL")
+                s = data.get_attr(prefix + "TOS")
+                if t is not None or s is not None:
+                    ttl = t if t is not None else ttl
+                    tos = s if s is not None else tos
+                    break
+        kw = {"index": idx, "kind": "sit", "sit_remote": _ipaddr_text(remote, AF_INET),
+              "sit_local": _ipaddr_text(local, AF_INET) if local is not None else "0.0.0.0"}
+        if ttl is not None:
+            kw["sit_ttl"] = int(ttl)
+            if ttl:
+                kw["sit_pmtudisc"] = 1
+        if tos is not None:
+            kw["sit_tos"] = int(tos)
+        self._call("changing endpoints of '%s' to %s -> %s" % (ifname, local or "any", remote),
+                   self._ipr.link, "set", **kw)
+
+    def close(self):
+        ipr, self._ipr = self._ipr, None
+        if ipr is not None:
+            ipr.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --------------------------------------------------------------------------------
+# rtnetlink decoding for the WAN monitor
+
+NLMSG_NOOP = 1
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLMSG_OVERRUN = 4
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+RTM_GETLINK = 18
+RTM_NEWADDR = 20
+RTM_DELADDR = 21
+RTM_NEWROUTE = 24
+RTM_DELROUTE = 25
+
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP = 0x300
+
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV4_ROUTE = 0x40
+
+IFLA_IFNAME = 3
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
+IFA_LABEL = 3
+RTA_DST = 1
+RTA_OIF = 4
+RTA_GATEWAY = 5
+RTA_PRIORITY = 6
+RTA_MULTIPATH = 9
+RTA_TABLE = 15
+
+_NLMSG_HDR = "=IHHII"  # len, type, flags, seq, pid
+_IFINFO = "=BxHiII"  # family, type, index, flags, change
+_IFADDR = "=BBBBI"  # family, prefixlen, flags, scope, index
+_RTMSG = "=BBBBBBBBI"  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
+
+
+def _attrs(data, off, end):
+    """rtattrs in data[off:end] -> {type: bytes} (first occurrence wins)."""
+    out = {}
+    while off + 4 <= end:
+        alen, atype = struct.unpack_from("=HH", data, off)
+        if alen < 4 or off + alen > end:
+            raise RemoteProtocolError("netlink attribute of length %d overruns its message" % alen)
+        atype &= 0x3FFF  # drop NLA_F_NESTED / NLA_F_NET_BYTEORDER
+        if atype not in out:
+            out[atype] = bytes(data[off + 4:off + alen])
+        off += (alen + 3) & ~3
+    return out
+
+
+def _cstr(b):
+    if b is None:
+        return None
+    b = b.split(b"\0", 1)[0]
+    try:
+        return b.decode("utf-8")
+    except UnicodeError:
+        raise RemoteProtocolError("netlink interface name is not UTF-8")
+
+
+def _u32(b):
+    if b is None:
+        return None
+    if len(b) < 4:
+        raise RemoteProtocolError("netlink attribute too short for a 32-bit value")
+    return struct.unpack_from("=I", b, 0)[0]
+
+
+def parse_rtnl(data):
+    """Decode one datagram of rtnetlink messages into a list of dicts:
+    {'type', 'seq', 'pid', ...} with per type:
+      link (RTM_NEWLINK/DELLINK): index, flags, ifname
+      addr (RTM_NEWADDR/DELADDR, IPv4 only): index, prefixlen, addr (text), label
+      route (RTM_NEWROUTE/DELROUTE, IPv4 only): dst_len, table, rtype, oif, gateway,
+                                                 priority, multipath (bool)
+      NLMSG_DONE / NLMSG_ERROR (error = positive errno or 0) / NLMSG_OVERRUN
+    Other message types and families are skipped. Malformed input raises
+    RemoteProtocolError, nothing else."""
+    out = []
+    data = memoryview(data) if not isinstance(data, memoryview) else data
+    off = 0
+    n = len(data)
+    while off + 16 <= n:
+        mlen, mtype, mflags, seq, pid = struct.unpack_from(_NLMSG_HDR, data, off)
+        if mlen < 16 or off + mlen > n:
+            raise RemoteProtocolError("netlink message of length %d does not fit its datagram" % mlen)
+        body = off + 16
+        end = off + mlen
+        msg = {"type": mtype, "seq": seq, "pid": pid, "flags": mflags}
+        if mtype in (RTM_NEWLINK, RTM_DELLINK):
+            if end - body < 16:
+                raise RemoteProtocolError("netlink link message too short")
+            _fam, _t, index, flags, _ch = struct.unpack_from(_IFINFO, data, body)
+            a = _attrs(data, body + 16, end)
+            msg["index"] = index
+            msg["flags"] = flags
+            msg["ifname"] = _cstr(a.get(IFLA_IFNAME))
+            out.append(msg)
+        elif mtype in (RTM_NEWADDR, RTM_DELADDR):
+            if end - body < 8:
+                raise RemoteProtocolError("netlink address message too short")
+            fam, plen, _fl, _sc, index = struct.unpack_from(_IFADDR, data, body)
+            if fam == AF_INET:
+                a = _attrs(data, body + 8, end)
+                raw = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS)
+                if raw is None or len(raw) != 4:
+                    raise RemoteProtocolError("netlink IPv4 address message without a 4-byte address")
+                msg["index"] = index
+                msg["prefixlen"] = plen
+                msg["addr"] = "%d.%d.%d.%d" % (raw[0], raw[1], raw[2], raw[3])
+                msg["label"] = _cstr(a.get(IFA_LABEL))
+                out.append(msg)
+        elif mtype in (RTM_NEWROUTE, RTM_DELROUTE):
+            if end - body < 12:
+                raise RemoteProtocolError("netlink route message too short")
+            fam, dlen, _sl, _tos, table, _pr, _sc, rtype, _f = struct.unpack_from(_RTMSG, data, body)
+            if fam == AF_INET:
+                a = _attrs(data, body + 12, end)
+                t = _u32(a.get(RTA_TABLE))
+                gw = a.get(RTA_GATEWAY)
+                if gw is not None and len(gw) != 4:
+                    raise RemoteProtocolError("netlink IPv4 route with a gateway of %d bytes" % len(gw))
+                msg["dst_len"] = dlen
+                msg["table"] = t if t is not None else table
+                msg["rtype"] = rtype
+                msg["oif"] = _u32(a.get(RTA_OIF))
+                msg["gateway"] = "%d.%d.%d.%d" % (gw[0], gw[1], gw[2], gw[3]) if gw else None
+                msg["priority"] = _u32(a.get(RTA_PRIORITY)) or 0
+                msg["multipath"] = RTA_MULTIPATH in a
+                out.append(msg)
+        elif mtype == NLMSG_ERROR:
+            if end - body < 4:
+                raise RemoteProtocolError("netlink error message too short")
+            msg["error"] = -struct.unpack_from("=i", data, body)[0]
+            out.append(msg)
+        elif mtype in (NLMSG_DONE, NLMSG_OVERRUN):
+            out.append(msg)
+        off += (mlen + 3) & ~3
+    return out
+
+
+class WanMonitor:
+    """Watches IPv4 addresses, IPv4 default routes and links over rtnetlink.
+
+    wan_device: the configured WAN device name; None = follow the default route (then
+    events for any device except loopback are reported). Non-blocking: register
+    fileno() with the selector and call read() when it is readable.
+
+    read() -> list of events:
+      ('addr-add', ifname, addr_text) / ('addr-del', ifname, addr_text)
+      ('route-default', ifname)  an IPv4 default route (main table) via ifname appeared
+      ('route-default', None)    an IPv4 default route went away (ask
+                                 Netlink.default_route_v4() for the one left, if any)
+      ('link', ifname, up)       up = administratively up and running; only on change
+                                 (and on deletion, with up False)
+      ('resync',)                the kernel dropped notifications (socket overrun):
+                                 re-read the state instead of trusting events
+    """
+
+    MAX_DATAGRAMS_PER_READ = 256
+
+    def __init__(self, wan_device=None, netns=None, rcvbuf=1 << 20):
+        self.wan_device = wan_device
+        groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
+
+        def make():
+            s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            try:
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE (root)
+                except OSError:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+                s.bind((0, groups))
+            except BaseException:
+                s.close()
+                raise
+            return s
+
+        self._sock = in_netns(netns, make)
+        self._pid = self._sock.getsockname()[0]
+        self._seq = 0
+        self._dump_seq = None
+        self._names = {}  # index -> ifname
+        self._up = {}  # index -> bool
+        self._loopback = set()
+        self._buf = bytearray(65536)
+        self.errors = 0  # malformed datagrams seen (skipped)
+        try:
+            self._initial_dump()
+        except BaseException:
+            self._sock.close()
+            raise
+        self._sock.setblocking(False)
+
+    def fileno(self):
+        return self._sock.fileno()
+
+    def _request_link_dump(self):
+        self._seq += 1
+        self._dump_seq = self._seq
+        # nlmsghdr + struct rtgenmsg (family AF_UNSPEC, padded to 4)
+        msg = struct.pack(_NLMSG_HDR, 20, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, self._seq, 0) + b"\0" * 4
+        self._sock.send(msg)
+
+    def _initial_dump(self):
+        self._request_link_dump()
+        self._sock.settimeout(2.0)
+        for _ in range(10000):
+            n = self._sock.recv_into(self._buf)
+            done = False
+            for m in parse_rtnl(memoryview(self._buf)[:n]):
+                if m["pid"] == self._pid and m["seq"] == self._dump_seq:
+                    if m["type"] in (NLMSG_DONE, NLMSG_ERROR):
+                        done = True
+                    elif m["type"] == RTM_NEWLINK:
+                        self._learn_link(m)
+                # notifications racing with the dump are dropped: the caller reads
+                # the state after constructing the monitor
+            if done:
+                self._dump_seq = None
+                return
+        raise OSError(errno.ETIMEDOUT, "netlink link dump did not finish")
+
+    def _learn_link(self, m):
+        idx = m["index"]
+        if m["ifname"]:
+            self._names[idx] = m["ifname"]
+        if m["flags"] & IFF_LOOPBACK:
+            self._loopback.add(idx)
+        up = bool(m["flags"] & IFF_UP) and bool(m["flags"] & IFF_RUNNING)
+        old = self._up.get(idx)
+        self._up[idx] = up
+        return old, up
+
+    def _relevant(self, idx, ifname):
+        if self.wan_device is not None:
+            return ifname == self.wan_device
+        return idx not in self._loopback and ifname != "lo"
+
+    def _handle(self, m, events):
+        t = m["type"]
+        if m["pid"] == self._pid and self._dump_seq is not None and m["seq"] == self._dump_seq:
+            # a resync dump answer: refresh the map quietly
+            if t == RTM_NEWLINK:
+                self._learn_link(m)
+            elif t in (NLMSG_DONE, NLMSG_ERROR):
+                self._dump_seq = None
+            return
+        if t == RTM_NEWLINK:
+            idx = m["index"]
+            oldname = self._names.get(idx)
+            old, up = self._learn_link(m)
+            name = self._names.get(idx)
+            if self._relevant(idx, name) and (old is None or old != up or oldname != name):
+                events.append(("link", name, up))
+        elif t == RTM_DELLINK:
+            idx = m["index"]
+            name = self._names.pop(idx, None) or m["ifname"]
+            was_up = self._up.pop(idx, None)
+            self._loopback.discard(idx)
+            if was_up is not False and self._relevant(idx, name):
+                events.append(("link", name, False))
+        elif t in (RTM_NEWADDR, RTM_DELADDR):
+            idx = m["index"]
+            name = self._names.get(idx) or m["label"]
+            if self._relevant(idx, name):
+                events.append(("addr-add" if t == RTM_NEWADDR else "addr-del", name, m["addr"]))
+        elif t in (RTM_NEWROUTE, RTM_DELROUTE):
+            if m["dst_len"] != 0 or m["table"] != RT_TABLE_MAIN or m["rtype"] != RTN_UNICAST:
+                return
+            name = self._names.get(m["oif"]) if m["oif"] is not None else None
+            if self.wan_device is not None and name != self.wan_device:
+                return
+            if t == RTM_NEWROUTE:
+                events.append(("route-default", name))
+            else:
+                events.append(("route-default", None))
+        elif t == NLMSG_OVERRUN:
+            events.append(("resync",))
+
+    def read(self):
+        """Drain the socket (without blocking) and return the relevant events."""
+        events = []
+        mv = memoryview(self._buf)
+        for _ in range(self.MAX_DATAGRAMS_PER_READ):
+            try:
+                n = self._sock.recv_into(self._buf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    # notifications were lost: tell the daemon, re-learn link names
+                    events.append(("resync",))
+                    try:
+                        self._request_link_dump()
+                    except OSError:
+                        pass
+                    continue
+                raise
+            if n == 0:
+                break
+            try:
+                msgs = parse_rtnl(mv[:n])
+            except RemoteProtocolError:
+                self.errors += 1
+                continue
+            for m in msgs:
+                self._handle(m, events)
+        return events
+
+    def close(self):
+        s, self._sock = self._sock, None
+        if s is not None:
+            s.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

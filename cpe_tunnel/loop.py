@@ -1,0 +1,148 @@
+"""The daemon's one event loop: file descriptors through selectors, timers from the
+protocol objects, thread-safe wakeups, and signals turned into loop callbacks.
+
+No busy polling: the loop sleeps in select() until a descriptor is readable, the
+earliest deadline of any timer source passes, or another thread / a signal wakes it.
+"""
+
+import collections
+import heapq
+import os
+import selectors
+import signal
+import time
+
+
+class Loop:
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self._sel = selectors.DefaultSelector()
+        self._timers = []  # heap of [deadline, seq, callback, alive]
+        self._seq = 0
+        self._soon = collections.deque()
+        self._sources = []  # (get_timer, handle_timer)
+        self._stopping = False
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._rfd, False)
+        os.set_blocking(self._wfd, False)
+        self._sel.register(self._rfd, selectors.EVENT_READ, self._drain_wakeup)
+        self._signals = {}
+        self._pending_signals = collections.deque()
+
+    # -- descriptors -------------------------------------------------------
+    def add_reader(self, fileobj, callback):
+        """callback() is called (no arguments) whenever fileobj is readable."""
+        self._sel.register(fileobj, selectors.EVENT_READ, callback)
+
+    def remove_reader(self, fileobj):
+        try:
+            self._sel.unregister(fileobj)
+        except (KeyError, ValueError):
+            pass
+
+    # -- timers ------------------------------------------------------------
+    def call_at(self, deadline, callback):
+        self._seq += 1
+        entry = [deadline, self._seq, callback, True]
+        heapq.heappush(self._timers, entry)
+        return entry
+
+    def call_later(self, delay, callback):
+        return self.call_at(self.clock() + delay, callback)
+
+    @staticmethod
+    def cancel(entry):
+        if entry is not None:
+            entry[3] = False
+
+    def add_timer_source(self, get_timer, handle_timer):
+        """A sans-IO object's timer: get_timer() -> deadline or None;
+        handle_timer(now) is called once the deadline has passed."""
+        self._sources.append((get_timer, handle_timer))
+
+    def remove_timer_source(self, get_timer):
+        self._sources = [s for s in self._sources if s[0] != get_timer]
+
+    # -- cross-thread and signals -------------------------------------------
+    def wakeup(self):
+        try:
+            os.write(self._wfd, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop is going to wake anyway
+
+    def call_soon_threadsafe(self, callback):
+        self._soon.append(callback)
+        self.wakeup()
+
+    def add_signal_handler(self, signum, callback):
+        self._signals[signum] = callback
+        signal.signal(signum, self._on_signal)
+        signal.set_wakeup_fd(self._wfd, warn_on_full_buffer=False)
+
+    def _on_signal(self, signum, frame):
+        self._pending_signals.append(signum)
+
+    def _drain_wakeup(self):
+        try:
+            while os.read(self._rfd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    # -- running -----------------------------------------------------------
+    def stop(self):
+        self._stopping = True
+        self.wakeup()
+
+    def _next_deadline(self):
+        best = None
+        while self._timers and not self._timers[0][3]:
+            heapq.heappop(self._timers)
+        if self._timers:
+            best = self._timers[0][0]
+        for get_timer, _ in self._sources:
+            d = get_timer()
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
+
+    def run_once(self, max_wait=None):
+        deadline = self._next_deadline()
+        now = self.clock()
+        timeout = None if deadline is None else max(0.0, deadline - now)
+        if max_wait is not None:
+            timeout = max_wait if timeout is None else min(timeout, max_wait)
+        if self._soon or self._pending_signals:
+            timeout = 0
+        for key, _ in self._sel.select(timeout):
+            key.data()
+        while self._pending_signals:
+            signum = self._pending_signals.popleft()
+            cb = self._signals.get(signum)
+            if cb:
+                cb()
+        while self._soon:
+            self._soon.popleft()()
+        now = self.clock()
+        while self._timers and (not self._timers[0][3] or self._timers[0][0] <= now):
+            entry = heapq.heappop(self._timers)
+            if entry[3]:
+                entry[3] = False
+                entry[2]()
+        for get_timer, handle_timer in list(self._sources):
+            d = get_timer()
+            if d is not None and d <= now:
+                handle_timer(now)
+
+    def run(self):
+        self._stopping = False
+        while not self._stopping:
+            self.run_once()
+
+    def close(self):
+        self._sel.close()
+        for fd in (self._rfd, self._wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

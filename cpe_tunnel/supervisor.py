@@ -1,0 +1,630 @@
+"""The supervisor: events come in (WAN changes, broker answers, keepalive replies,
+router solicitations, timers), it decides, and effects go out (data plane endpoints,
+broker updates, RAs, addresses and routes).
+
+    Supervisor
+      ├─ TunnelRunner (one tunnel section): data plane, broker session, keepalive
+      └─ LanAnnouncer: one LanPort per LAN interface (address, RA scheduler, RA socket)
+
+The LanAnnouncer outlives a TunnelRunner, so that when a reload brings a new
+delegated prefix the old one is deprecated on the LAN (RFC 7084 L-13) instead of
+silently vanishing.
+"""
+
+import os
+import random
+import time
+
+from .adapters.log import log
+from .core import addr
+from .core.errors import ConfigError
+
+_rand = random.SystemRandom().random
+
+DEBOUNCE_QUIET = 0.05  # a WAN event burst is over after this much quiet ...
+DEBOUNCE_MAX = 0.3  # ... or this long after its first event, whichever comes first
+
+
+def peer_of(ip6, plen):
+    """The broker's side of a tunnel /64 when the config does not name it: the
+    usual broker convention is ::1 for the server and ::2 for the client."""
+    net = addr.mask(ip6, plen)
+    one = net[:15] + b"\x01"
+    return addr.with_iid(net, 2) if ip6 == one else one
+
+
+class Wall:
+    """Converts the loop's monotonic time to wall-clock time for status output."""
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    def __call__(self, t):
+        if t is None:
+            return None
+        return time.time() - (self.clock() - t)
+
+
+class TunnelRunner:
+    def __init__(self, sup, cfg):
+        self.sup = sup
+        self.loop = sup.loop
+        self.nl = sup.nl
+        self.cfg = cfg
+        t = cfg["tunnel"]
+        self.t = t
+        self.name = t["name"]
+        self.mode = t["mode"]
+        self.ifname = t["ifname"]
+        # The schema hands addresses over as canonical text, (text, length) pairs.
+        self.local6, self.plen6 = addr.ip6_aton(t["ip6addr"][0]), t["ip6addr"][1]
+        self.peer6 = addr.ip6_aton(t["ip6gw"]) if t.get("ip6gw") else peer_of(self.local6, self.plen6)
+        self.prefixes = [(addr.ip6_aton(p), n) for p, n in (t.get("ip6prefix") or [])]
+        self.dp = None
+        self.monitor = None
+        self.updater = None
+        self.http = None
+        self.keepalive = None
+        self.echo = None
+        self.wan_dev = None
+        self.wan_ip = None
+        self.last_error = None
+        self.fatal = None
+        self.last_update = None
+        self.public_ip = None
+        self.nat_detected = False
+        self._debounce_first = None
+        self._debounce_at = None
+        self._routes = []
+
+    # -- start / stop ------------------------------------------------------
+    def start(self, now):
+        from .adapters import netlink, sixin4
+
+        t = self.t
+        self.monitor = netlink.WanMonitor(t.get("wan_device"))
+        self.loop.add_reader(self.monitor, self._on_netlink)
+        self.wan_dev, self.wan_ip = self._read_wan()
+        self.dp = sixin4.create_dataplane(t["dataplane"], self.nl, self.ifname, self.wan_ip, t["peeraddr"],
+                                          ttl=t["ttl"], tos=t["tos"], mtu=t["mtu"])
+        self.dp.open()
+        nl = self.nl
+        nl.link_set_mtu(self.ifname, t["mtu"])
+        nl.link_up(self.ifname)
+        nl.addr_add(self.ifname, addr.ip6_ntoa(self.local6), self.plen6)
+        if t["defaultroute"]:
+            nl.route_add("::", 0, ifname=self.ifname, family=6)
+            self._routes.append(("::", 0, dict(ifname=self.ifname, family=6)))
+        for p, plen in self.prefixes:
+            # The delegated prefix is ours: what the LANs do not use must not leak
+            # back into the tunnel (routing loop with the broker), RFC 7084 WPD-5.
+            nl.route_add(addr.ip6_ntoa(p), plen, family=6, kind="unreachable")
+            self._routes.append((addr.ip6_ntoa(p), plen, dict(family=6, kind="unreachable")))
+        log.info("tunnel %s: %s data plane on %s, local %s, broker %s", self.name, self.dp.kind,
+                 self.ifname, self.wan_ip or "(none yet)", t["peeraddr"])
+        if t["keepalive_interval"]:
+            from .adapters.echo import EchoSocket
+            from .core.keepalive import Keepalive
+
+            ident = os.getpid() & 0xFFFF
+            self.keepalive = Keepalive(t["keepalive_interval"], ident=ident)
+            self.echo = EchoSocket(self.ifname, addr.ip6_ntoa(self.peer6), ident)
+            self.loop.add_reader(self.echo, self._on_echo)
+        if self.mode == "http-update":
+            from .adapters.http import HttpRunner
+            from .core.httpupdate import HttpUpdateClient
+
+            secret = t.get("updatekey") or t.get("password")
+            self.updater = HttpUpdateClient(
+                t["update_url"], t["username"], secret, t["tunnelid"], send_myip=t["send_myip"],
+                private_ranges=[(addr.ip4_aton(p), n) for p, n in (t.get("private_range") or [])],
+                retry_min=t["update_retry_min"], retry_max=t["update_retry_max"], rand=_rand)
+            self.http = HttpRunner(lambda: self.loop.call_soon_threadsafe(self._on_http_done))
+            if not t["tls_verify"] and t["update_url"].startswith("https:"):
+                log.warning("tunnel %s: TLS certificate verification is OFF for %s (tls_verify '0'):"
+                            " anyone on the path can read the update key", self.name, t["update_url"])
+            if self.wan_ip:
+                self.updater.trigger(now, self.wan_ip, "start")
+            self._pump_update(now)
+        if not self.wan_ip:
+            log.warning("tunnel %s: no IPv4 address on the WAN yet (%s); waiting", self.name,
+                        self.wan_dev or "no default route")
+
+    def stop(self):
+        if self.http:
+            self.http.close()
+        for sock in (self.monitor, self.echo):
+            if sock is not None:
+                self.loop.remove_reader(sock)
+                sock.close()
+        for dst, plen, kw in reversed(self._routes):
+            try:
+                self.nl.route_del(dst, plen, **kw)
+            except Exception:
+                pass
+        self._routes = []
+        if self.dp is not None:
+            self.dp.close()
+            self.dp = None
+
+    # -- WAN ---------------------------------------------------------------
+    def _read_wan(self):
+        t = self.t
+        dev = t.get("wan_device")
+        if not dev:
+            dev = self.nl.default_route_v4()[1]
+        if t.get("ipaddr"):
+            return dev, t["ipaddr"]
+        if not dev:
+            return None, None
+        ips = self.nl.ipv4_addrs(dev)
+        return dev, (ips[0] if ips else None)
+
+    def _on_netlink(self):
+        events = self.monitor.read()
+        if not events:
+            return
+        now = self.loop.clock()
+        if self._debounce_first is None:
+            self._debounce_first = now
+        self._debounce_at = min(self._debounce_first + DEBOUNCE_MAX, now + DEBOUNCE_QUIET)
+
+    def _check_wan(self, now):
+        self._debounce_first = self._debounce_at = None
+        dev, ip = self._read_wan()
+        if (dev, ip) == (self.wan_dev, self.wan_ip):
+            return
+        log.notice("tunnel %s: WAN changed: %s on %s -> %s on %s", self.name, self.wan_ip,
+                   self.wan_dev, ip, dev)
+        self.wan_dev, self.wan_ip = dev, ip
+        if ip is None:
+            self.sup.state_changed(now)
+            return
+        self.dp.set_endpoints(ip, self.t["peeraddr"])
+        if self.updater:
+            self.updater.trigger(now, ip, "wan-change")
+            self._pump_update(now)
+        if self.keepalive:
+            self.keepalive.reset(now)
+        self.sup.state_changed(now)
+
+    # -- broker update --------------------------------------------------------
+    def _pump_update(self, now):
+        up = self.updater
+        if up is None:
+            return
+        if not self.http.busy:
+            req = up.next_request(now)
+            if req is not None:
+                t = self.t
+                self.http.start(req, verify=t["tls_verify"], cafile=t.get("ca_file"))
+        for name, ev in up.events():
+            if name == "update-result":
+                self._on_update_result(now, ev)
+
+    def _on_update_result(self, now, ev):
+        self.last_update = ev
+        if ev.get("result") == "ok":
+            self.public_ip = ev.get("registered_ip") or self.wan_ip
+            self.nat_detected = bool(ev.get("nat_detected"))
+            self.last_error = None
+            log.notice("tunnel %s: broker update: %s", self.name, ev.get("message"))
+        else:
+            self.last_error = ev.get("message")
+            log.warning("tunnel %s: broker update failed: %s", self.name, ev.get("message"))
+        self.sup.state_changed(now)
+
+    def _on_http_done(self):
+        now = self.loop.clock()
+        res = self.http.poll_result() if self.http else None
+        if res is None or self.updater is None:
+            return
+        if res[0] == "response":
+            self.updater.response_received(now, res[1], res[2])
+        else:
+            self.updater.transport_failed(now, res[1])
+        self._pump_update(now)
+
+    def reconnect(self, now):
+        if self.updater and self.wan_ip:
+            self.updater.trigger(now, self.wan_ip, "reconnect")
+            self._pump_update(now)
+
+    # -- keepalive ------------------------------------------------------------
+    def _last_traffic(self):
+        """(last_tx, last_rx) of the data plane, for the keepalive."""
+        if not self.dp:
+            return None, None
+        c = self.dp.counters()
+        return c.get("last_tx"), c.get("last_rx")
+
+    def _on_echo(self):
+        now = self.loop.clock()
+        was = self.keepalive.status(now).get("alive")
+        for seq in self.echo.read():
+            self.keepalive.on_echo_reply(now, seq)
+        if self.keepalive.status(now).get("alive") != was:
+            self.sup.state_changed(now)
+
+    # -- timers ---------------------------------------------------------------
+    def get_timer(self):
+        ds = [self._debounce_at]
+        if self.updater:
+            ds.append(self.updater.get_timer())
+        if self.keepalive:
+            ds.append(self.keepalive.get_timer(*self._last_traffic()))
+        ds = [d for d in ds if d is not None]
+        return min(ds) if ds else None
+
+    def handle_timer(self, now):
+        if self._debounce_at is not None and now >= self._debounce_at:
+            self._check_wan(now)
+        if self.updater:
+            d = self.updater.get_timer()
+            if d is not None and now >= d:
+                self.updater.handle_timer(now)
+            self._pump_update(now)
+        if self.keepalive:
+            last_tx, last_rx = self._last_traffic()
+            d = self.keepalive.get_timer(last_tx, last_rx)
+            if d is not None and now >= d:
+                was = self.keepalive.status(now).get("alive")
+                for seq in self.keepalive.handle_timer(now, last_tx, last_rx):
+                    try:
+                        self.echo.send(seq)
+                    except OSError as exc:
+                        log.debug("keepalive send failed: %s", exc)
+                if self.keepalive.status(now).get("alive") != was:
+                    if self.keepalive.status(now).get("alive") is False and self.updater:
+                        # The broker stopped answering: maybe the NAT in front of us
+                        # changed its public address. Registering again fixes that.
+                        self.updater.trigger(now, self.wan_ip, "keepalive-lost")
+                        self._pump_update(now)
+                    self.sup.state_changed(now)
+
+    # -- status -----------------------------------------------------------
+    def state(self, now):
+        """(state, reason) in plain words."""
+        if self.fatal:
+            return "down", self.fatal
+        if not self.wan_ip:
+            return "down", "waiting for an IPv4 address on the WAN (%s)" % (
+                self.wan_dev or "no IPv4 default route")
+        if self.updater:
+            us = self.updater.status()
+            s = us.get("state")
+            if s in ("auth-failed", "blocked", "bad-tunnel-id"):
+                return "down", us.get("last_message") or s
+            if self.last_update is None or (self.last_update.get("result") != "ok" and self.public_ip is None):
+                if us.get("last_message"):
+                    return "down", "cannot register with the broker: %s" % us["last_message"]
+                return "starting", "registering our address with the broker"
+        if self.keepalive:
+            k = self.keepalive.status(now)
+            if k.get("alive") is False:
+                return "down", "the broker's tunnel address %s does not answer" % addr.ip6_ntoa(self.peer6)
+        return "up", "tunnel up"
+
+    def status(self, now, wall):
+        t = self.t
+        st = {
+            "tunnel": self.name,
+            "mode": self.mode,
+            "dataplane": self.dp.kind if self.dp else None,
+            "ifname": self.ifname,
+            "wan": {
+                "device": self.wan_dev,
+                "local_ipv4": self.wan_ip,
+                "public_ipv4": self.public_ip,
+                "nat_detected": self.nat_detected,
+            },
+            "broker": {"ipv4": t["peeraddr"]},
+            "tunnel_addresses": {
+                "local": "%s/%d" % (addr.ip6_ntoa(self.local6), self.plen6),
+                "remote": addr.ip6_ntoa(self.peer6),
+            },
+            "delegated_prefixes": [addr.format_prefix6(p, n) for p, n in self.prefixes],
+            "mtu": t["mtu"],
+            "last_error": self.last_error,
+        }
+        if self.updater:
+            st["broker"]["update_url"] = _url_without_credentials(t["update_url"])
+            us = self.updater.status()
+            lu = {
+                "state": us.get("state"),
+                "result": us.get("last_result"),
+                "message": us.get("last_message"),
+                "time": wall(us.get("last_time")),
+                "requests_sent": us.get("requests_sent"),
+                "next_retry_in": us.get("next_retry_in"),
+            }
+            st["last_update"] = lu
+        if self.dp:
+            c = dict(self.dp.counters())
+            c["last_tx"] = wall(c.get("last_tx"))
+            c["last_rx"] = wall(c.get("last_rx"))
+            st["counters"] = c
+        if self.keepalive:
+            k = dict(self.keepalive.status(now))
+            k["enabled"] = True
+            k["interval"] = t["keepalive_interval"]
+            st["keepalive"] = k
+        else:
+            st["keepalive"] = {"enabled": False}
+        return st
+
+
+def _url_without_credentials(url):
+    # We never put credentials in the URL, but a user might have.
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return scheme + sep + host.rsplit("@", 1)[-1] + slash + path
+
+
+class LanPort:
+    def __init__(self, sup, lcfg):
+        self.sup = sup
+        self.cfg = lcfg
+        self.ifname = lcfg["interface"]
+        self.prefix = None  # 16 bytes of the /64 in use
+        self.sched = None
+        self.sock = None
+        self.addr = None
+
+    def open(self, now, mtu):
+        from .adapters.lan import RaSocket, link_lladdr
+        from .core.ra import RaScheduler
+
+        c = self.cfg
+        if not c["ra"]:
+            return
+        self.sock = RaSocket(self.ifname)
+        self.sup.loop.add_reader(self.sock, self._on_rs)
+        dns = [addr.ip6_aton(d) for d in (c.get("dns") or [])]
+        self.sched = RaScheduler(
+            max_interval=c["ra_interval"], router_lifetime=c["ra_lifetime"],
+            mtu=c["ra_mtu"] or mtu, rdnss=dns, rdnss_lifetime=(2 * c["ra_interval"]) if dns else None,
+            source_lladdr=link_lladdr(self.ifname), rand=_rand)
+        # No default route to offer until the tunnel is up (RFC 7084 G-4).
+        self.sched.set_default_router(now, self.sup.is_up())
+
+    def set_default_router(self, now, flag):
+        if self.sched:
+            self.sched.set_default_router(now, flag)
+
+    def _on_rs(self):
+        now = self.sup.loop.clock()
+        for _msg, _src in self.sock.read():
+            if self.sched:
+                self.sched.on_rs(now)
+
+    def set_prefix(self, now, prefix):
+        """prefix: 16 bytes of the LAN /64, or None when there is none."""
+        if prefix == self.prefix:
+            return
+        nl = self.sup.nl
+        if self.addr is not None:
+            nl.addr_del(self.ifname, addr.ip6_ntoa(self.addr), 64)
+            self.addr = None
+        self.prefix = prefix
+        if prefix is not None:
+            self.addr = addr.with_iid(prefix, 1)
+            nl.addr_add(self.ifname, addr.ip6_ntoa(self.addr), 64)
+            log.info("LAN %s: %s/64, router address %s", self.ifname, addr.ip6_ntoa(prefix),
+                     addr.ip6_ntoa(self.addr))
+        if self.sched:
+            c = self.cfg
+            plist = [] if prefix is None else [(prefix, 64, c["ra_valid"], c["ra_preferred"])]
+            self.sched.set_prefixes(now, plist)
+
+    def get_timer(self):
+        return self.sched.get_timer() if self.sched else None
+
+    def handle_timer(self, now):
+        if not self.sched:
+            return
+        d = self.sched.get_timer()
+        if d is None or now < d:
+            return
+        for msg in self.sched.handle_timer(now):
+            self._send(msg)
+
+    def _send(self, msg):
+        try:
+            self.sock.send(msg)
+        except OSError as exc:
+            log.warning("LAN %s: cannot send a router advertisement: %s", self.ifname, exc)
+
+    def close(self, now, final=True):
+        if self.sched and final:
+            self._send(self.sched.stop(now))
+        if self.sock:
+            self.sup.loop.remove_reader(self.sock)
+            self.sock.close()
+            self.sock = None
+        if self.addr is not None:
+            try:
+                self.sup.nl.addr_del(self.ifname, addr.ip6_ntoa(self.addr), 64)
+            except Exception:
+                pass
+            self.addr = None
+
+    def status(self, now):
+        c = self.cfg
+        st = {
+            "interface": self.ifname,
+            "prefix": "%s/64" % addr.ip6_ntoa(self.prefix) if self.prefix else None,
+            "address": addr.ip6_ntoa(self.addr) if self.addr else None,
+            "ra": bool(c["ra"]),
+            "ra_interval": c["ra_interval"],
+            "deprecated": [],
+        }
+        if self.sched:
+            for p in self.sched.prefixes_state(now):
+                if p.get("state") == "deprecated":
+                    st["deprecated"].append(p)
+        return st
+
+
+def assign_lan_prefixes(lans, prefixes):
+    """ip6assign/ip6hint-style: each LAN gets a /64 out of the first delegated
+    prefix; hinted LANs get their hint, the others the lowest free subnets."""
+    if not prefixes:
+        return [None] * len(lans)
+    base, plen = prefixes[0]
+    out = [None] * len(lans)
+    used = set()
+    for i, lan in enumerate(lans):
+        h = lan.get("ip6hint")
+        if h is not None:
+            try:
+                out[i] = addr.subnet(base, plen, h)
+                used.add(h)
+            except ValueError as exc:
+                log.warning("LAN %s: ip6hint %x: %s", lan["interface"], h, exc)
+    nxt = 0
+    for i, lan in enumerate(lans):
+        if out[i] is not None or lan.get("ip6hint") is not None:
+            continue
+        while nxt in used:
+            nxt += 1
+        try:
+            out[i] = addr.subnet(base, plen, nxt)
+        except ValueError:
+            log.warning("LAN %s: no /64 left in %s", lan["interface"], addr.format_prefix6(base, plen))
+            continue
+        used.add(nxt)
+    return out
+
+
+class Supervisor:
+    def __init__(self, loop, cfg, nl=None, on_state=None):
+        from .adapters.netlink import Netlink
+
+        self.loop = loop
+        self.nl = nl or Netlink()
+        self.cfg = cfg
+        self.wall = Wall(loop.clock)
+        self.tunnel = None
+        self.lans = []
+        self.config_error = None
+        self.on_state = on_state
+        self._state = None
+        self.since = None
+        loop.add_timer_source(self.get_timer, self.handle_timer)
+
+    def start(self):
+        now = self.loop.clock()
+        self._enable_forwarding()
+        self._start_tunnel(now, self.cfg)
+        self._apply_lans(now, self.cfg)
+        self.state_changed(now)
+
+    def _enable_forwarding(self):
+        if not self.cfg["lans"]:
+            return
+        try:
+            with open("/proc/sys/net/ipv6/conf/all/forwarding") as f:
+                if f.read().strip() == "1":
+                    return
+            with open("/proc/sys/net/ipv6/conf/all/forwarding", "w") as f:
+                f.write("1")
+            log.info("enabled IPv6 forwarding (net.ipv6.conf.all.forwarding=1) to route for the LAN")
+        except OSError as exc:
+            log.warning("cannot enable IPv6 forwarding: %s", exc)
+
+    def _start_tunnel(self, now, cfg):
+        self.tunnel = TunnelRunner(self, cfg)
+        try:
+            self.tunnel.start(now)
+        except (ConfigError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            self.tunnel.fatal = "cannot set up the tunnel: %s" % reason
+            log.error("tunnel %s: %s", self.tunnel.name, self.tunnel.fatal)
+
+    def _apply_lans(self, now, cfg):
+        lans = [lc for lc in cfg["lans"] if lc["enabled"]]
+        old = {p.ifname: p for p in self.lans}
+        ports = []
+        for lc in lans:
+            p = old.pop(lc["interface"], None)
+            if p is not None and p.cfg != lc:
+                p.close(now, final=False)
+                p = None
+            if p is None:
+                p = LanPort(self, lc)
+                p.open(now, cfg["tunnel"]["mtu"])
+            ports.append(p)
+        for p in old.values():
+            p.close(now, final=True)
+        self.lans = ports
+        prefixes = self.tunnel.prefixes if self.tunnel and not self.tunnel.fatal else []
+        for port, pfx in zip(ports, assign_lan_prefixes([p.cfg for p in ports], prefixes)):
+            port.set_prefix(now, pfx)
+
+    def reload(self, cfg):
+        now = self.loop.clock()
+        self.config_error = None
+        if cfg["tunnel"] != self.cfg["tunnel"]:
+            log.notice("configuration changed: restarting tunnel %s", cfg["tunnel"]["name"])
+            self.tunnel.stop()
+            self.cfg = cfg
+            self._start_tunnel(now, cfg)
+        self.cfg = cfg
+        self._apply_lans(now, cfg)
+        self.state_changed(now)
+
+    def reconnect(self):
+        now = self.loop.clock()
+        if self.tunnel:
+            self.tunnel.reconnect(now)
+
+    def stop(self):
+        now = self.loop.clock()
+        for p in self.lans:
+            p.close(now, final=True)
+        self.lans = []
+        if self.tunnel:
+            self.tunnel.stop()
+        self.loop.remove_timer_source(self.get_timer)
+
+    # -- timers -------------------------------------------------------------
+    def get_timer(self):
+        ds = [self.tunnel.get_timer()] if self.tunnel else []
+        ds += [p.get_timer() for p in self.lans]
+        ds = [d for d in ds if d is not None]
+        return min(ds) if ds else None
+
+    def handle_timer(self, now):
+        if self.tunnel:
+            self.tunnel.handle_timer(now)
+        for p in self.lans:
+            p.handle_timer(now)
+
+    # -- state ---------------------------------------------------------------
+    def state_changed(self, now):
+        state, reason = self.tunnel.state(now) if self.tunnel else ("down", "no tunnel")
+        if (state, reason) != self._state:
+            if self._state is None or state != self._state[0]:
+                self.since = now
+            self._state = (state, reason)
+            log.notice("state: %s (%s)", state, reason)
+            for p in self.lans:
+                p.set_default_router(now, state == "up")
+            if self.on_state:
+                self.on_state(self.status())
+
+    def is_up(self):
+        return self._state is not None and self._state[0] == "up"
+
+    def status(self):
+        now = self.loop.clock()
+        self.state_changed(now)
+        state, reason = self.tunnel.state(now) if self.tunnel else ("down", "no tunnel")
+        st = self.tunnel.status(now, self.wall) if self.tunnel else {}
+        st["state"] = state
+        st["reason"] = reason
+        st["since"] = self.wall(self.since)
+        st["lans"] = [p.status(now) for p in self.lans]
+        st["config_error"] = self.config_error
+        return st
