@@ -95,54 +95,113 @@ class TunnelRunner:
         if t["defaultroute"]:
             nl.route_add("::", 0, ifname=self.ifname, family=6)
             self._routes.append(("::", 0, dict(ifname=self.ifname, family=6)))
-        for p, plen in self.prefixes:
-            # The delegated prefix is ours: what the LANs do not use must not leak
-            # back into the tunnel (routing loop with the broker), RFC 7084 WPD-5.
-            nl.route_add(addr.ip6_ntoa(p), plen, family=6, kind="unreachable")
-            self._routes.append((addr.ip6_ntoa(p), plen, dict(family=6, kind="unreachable")))
+        self._add_prefix_routes()
         log.info("tunnel %s: %s data plane on %s, local %s, broker %s", self.name, self.dp.kind,
                  self.ifname, self.wan_ip or "(none yet)", t["peeraddr"])
-        if t["keepalive_interval"]:
-            from .adapters.echo import EchoSocket
-            from .core.keepalive import Keepalive
-
-            ident = os.getpid() & 0xFFFF
-            self.keepalive = Keepalive(t["keepalive_interval"], ident=ident)
-            self.echo = EchoSocket(self.ifname, addr.ip6_ntoa(self.peer6), ident)
-            self.loop.add_reader(self.echo, self._on_echo)
-        if self.mode == "http-update":
-            from .adapters.http import HttpRunner
-            from .core.httpupdate import HttpUpdateClient
-
-            secret = t.get("updatekey") or t.get("password")
-            self.updater = HttpUpdateClient(
-                t["update_url"], t["username"], secret, t["tunnelid"], send_myip=t["send_myip"],
-                private_ranges=[(addr.ip4_aton(p), n) for p, n in (t.get("private_range") or [])],
-                retry_min=t["update_retry_min"], retry_max=t["update_retry_max"], rand=_rand)
-            self.http = HttpRunner(lambda: self.loop.call_soon_threadsafe(self._on_http_done))
-            if not t["tls_verify"] and t["update_url"].startswith("https:"):
-                log.warning("tunnel %s: TLS certificate verification is OFF for %s (tls_verify '0'):"
-                            " anyone on the path can read the update key", self.name, t["update_url"])
-            if self.wan_ip:
-                self.updater.trigger(now, self.wan_ip, "start")
-            self._pump_update(now)
+        self._start_keepalive()
+        self._start_updater(now, "start")
         if not self.wan_ip:
             log.warning("tunnel %s: no IPv4 address on the WAN yet (%s); waiting", self.name,
                         self.wan_dev or "no default route")
 
-    def stop(self):
-        if self.http:
-            self.http.close()
-        for sock in (self.monitor, self.echo):
-            if sock is not None:
-                self.loop.remove_reader(sock)
-                sock.close()
+    def _add_prefix_routes(self):
+        for p, plen in self.prefixes:
+            # The delegated prefix is ours: what the LANs do not use must not leak
+            # back into the tunnel (routing loop with the broker), RFC 7084 WPD-5.
+            route = (addr.ip6_ntoa(p), plen, dict(family=6, kind="unreachable"))
+            self.nl.route_add(route[0], route[1], **route[2])
+            self._routes.append(route)
+
+    def _del_routes(self, only_unreachable=False):
+        keep = []
         for dst, plen, kw in reversed(self._routes):
+            if only_unreachable and kw.get("kind") != "unreachable":
+                keep.insert(0, (dst, plen, kw))
+                continue
             try:
                 self.nl.route_del(dst, plen, **kw)
-            except Exception:
-                pass
-        self._routes = []
+            except OSError as exc:
+                log.debug("removing route %s/%d: %s", dst, plen, exc)
+        self._routes = keep
+
+    def _start_keepalive(self):
+        t = self.t
+        if not t["keepalive_interval"]:
+            return
+        from .adapters.echo import EchoSocket
+        from .core.keepalive import Keepalive
+
+        ident = os.getpid() & 0xFFFF
+        self.keepalive = Keepalive(t["keepalive_interval"], ident=ident)
+        self.echo = EchoSocket(self.ifname, addr.ip6_ntoa(self.peer6), ident)
+        self.loop.add_reader(self.echo, self._on_echo)
+
+    def _stop_keepalive(self):
+        if self.echo is not None:
+            self.loop.remove_reader(self.echo)
+            self.echo.close()
+        self.echo = self.keepalive = None
+
+    def _start_updater(self, now, reason):
+        t = self.t
+        if self.mode != "http-update":
+            return
+        from .adapters.http import HttpRunner
+        from .core.httpupdate import HttpUpdateClient
+
+        secret = t.get("updatekey") or t.get("password")
+        self.updater = HttpUpdateClient(
+            t["update_url"], t["username"], secret, t["tunnelid"], send_myip=t["send_myip"],
+            private_ranges=[(addr.ip4_aton(p), n) for p, n in (t.get("private_range") or [])],
+            retry_min=t["update_retry_min"], retry_max=t["update_retry_max"], rand=_rand)
+        self.http = HttpRunner(lambda: self.loop.call_soon_threadsafe(self._on_http_done))
+        if not t["tls_verify"] and t["update_url"].startswith("https:"):
+            log.warning("tunnel %s: TLS certificate verification is OFF for %s (tls_verify '0'):"
+                        " anyone on the path can read the update key", self.name, t["update_url"])
+        if self.wan_ip:
+            self.updater.trigger(now, self.wan_ip, reason)
+        self._pump_update(now)
+
+    def _stop_updater(self):
+        if self.http:
+            self.http.close()
+        self.http = self.updater = None
+
+    # Options whose change needs a new data plane; the others are applied in place.
+    HARD_KEYS = ("mode", "ifname", "dataplane", "peeraddr", "ip6addr", "ip6gw", "mtu", "ttl", "tos",
+                 "defaultroute", "wan_device", "ipaddr")
+    UPDATE_KEYS = ("update_url", "username", "updatekey", "password", "tunnelid", "tls_verify", "ca_file",
+                   "send_myip", "private_range", "update_retry_min", "update_retry_max")
+
+    def apply(self, now, cfg):
+        """Apply a new configuration in place when possible. False when the data
+        plane itself must be rebuilt (the caller restarts the tunnel)."""
+        new = cfg["tunnel"]
+        if self.fatal or any(new.get(k) != self.t.get(k) for k in self.HARD_KEYS):
+            return False
+        old, self.t, self.cfg = self.t, new, cfg
+        if new.get("ip6prefix") != old.get("ip6prefix"):
+            self._del_routes(only_unreachable=True)
+            self.prefixes = [(addr.ip6_aton(p), n) for p, n in (new.get("ip6prefix") or [])]
+            self._add_prefix_routes()
+            log.notice("tunnel %s: delegated prefixes now %s", self.name,
+                       ", ".join(addr.format_prefix6(p, n) for p, n in self.prefixes) or "none")
+        if new["keepalive_interval"] != old["keepalive_interval"]:
+            self._stop_keepalive()
+            self._start_keepalive()
+        if any(new.get(k) != old.get(k) for k in self.UPDATE_KEYS):
+            self._stop_updater()
+            self._start_updater(now, "reload")
+        return True
+
+    def stop(self):
+        self._stop_updater()
+        self._stop_keepalive()
+        if self.monitor is not None:
+            self.loop.remove_reader(self.monitor)
+            self.monitor.close()
+            self.monitor = None
+        self._del_routes()
         if self.dp is not None:
             self.dp.close()
             self.dp = None
@@ -565,10 +624,9 @@ class Supervisor:
     def reload(self, cfg):
         now = self.loop.clock()
         self.config_error = None
-        if cfg["tunnel"] != self.cfg["tunnel"]:
+        if cfg["tunnel"] != self.cfg["tunnel"] and not self.tunnel.apply(now, cfg):
             log.notice("configuration changed: restarting tunnel %s", cfg["tunnel"]["name"])
             self.tunnel.stop()
-            self.cfg = cfg
             self._start_tunnel(now, cfg)
         self.cfg = cfg
         self._apply_lans(now, cfg)

@@ -400,14 +400,12 @@ class Netlink:
     def route_del(self, dst, plen, ifname=None, gateway=None, family=6, kind="unicast", metric=None,
                   table=None):
         """Delete a route; a missing route or device is fine."""
+        if family not in (4, 6):
+            raise ValueError("route family must be 4 or 6")
         if ifname is not None and self.link_index(ifname) is None:
             return
         if kind == "unicast" and ifname is None and gateway is None:
-            kind_kw = {}
-        else:
-            kind_kw = None
-        if kind_kw is not None:
-            # delete by destination only
+            # match on destination (plus metric / table when given) only
             fam = AF_INET6 if family == 6 else AF_INET
             kw = {"family": fam, "dst": _ipaddr_text(dst, fam), "dst_len": int(plen)}
             if metric is not None:

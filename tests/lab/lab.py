@@ -599,20 +599,19 @@ class Lab:
         self.flush_conntrack(isp)
         self.addrs["public"] = addr
 
-    def flush_conntrack(self, ns):
-        """Empty the conntrack table of `ns`: `conntrack -F` when the tool is installed,
-        otherwise pyroute2's netlink Conntrack().flush() run inside the namespace."""
-        if shutil.which("conntrack"):
+    def flush_conntrack(self, ns, method=None):
+        """Empty the conntrack table of `ns`: `conntrack -F` when the tool is installed
+        (Debian package conntrack), otherwise pyroute2's netlink Conntrack().flush() run in
+        the namespace. method: None (choose), "tool" or "netlink"."""
+        if method is None:
+            method = "tool" if shutil.which("conntrack") else "netlink"
+        if method == "tool":
             self.run(ns, ["conntrack", "-F"])
+        elif method == "netlink":
+            code = "from pyroute2 import Conntrack\nc = Conntrack()\nc.flush()\nc.close()\n"
+            self.run(ns, [sys.executable, "-c", code])
         else:
-            self.run(
-                ns,
-                [
-                    sys.executable,
-                    "-c",
-                    "from pyroute2 import Conntrack\nc = Conntrack()\nc.flush()\nc.close()\n",
-                ],
-            )
+            raise ValueError("method must be None, 'tool' or 'netlink'")
 
     def conntrack_count(self, ns):
         return int(self.read_sysctl(ns, "net.netfilter.nf_conntrack_count"))

@@ -23,8 +23,6 @@ from tests.broker.registry import Registry
 from tests.broker.update import UpdateService, parse_basic_auth, redact_target
 from tests.lab.lab import REPO_ROOT
 
-pytest_plugins = ["tests.lab.fixtures"]  # lab, lab_nat, make_lab
-
 SECRETS = ("account-pass-1", "tunnel-key-1", "bob-pass", "bob-key")
 TID = "12345"
 

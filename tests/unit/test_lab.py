@@ -1,6 +1,7 @@
 """The namespace lab (tests/lab): topology, helpers, teardown. Mostly marked `lab` (root)."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,10 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.lab import Lab, LabError, cleanup_stale, probe
-from tests.lab.fixtures import lab_unusable_reason
 from tests.lab.lab import REPO_ROOT
-
-pytest_plugins = ["tests.lab.fixtures"]  # lab, lab_nat, make_lab
 
 URL = "http://203.0.113.18/nic/update?hostname=12345"
 
@@ -25,6 +23,8 @@ def netns_names():
 
 
 def needs_lab():
+    from tests.lab.fixtures import lab_unusable_reason
+
     reason = lab_unusable_reason()
     if reason:
         pytest.skip(reason)
@@ -254,6 +254,17 @@ def test_set_nat_public_flushes_conntrack_and_changes_source(lab_nat):
     # ... until an update from behind the NAT registers the new public address
     assert lab_nat.http_get("cpe", URL, "alice", "tunnel-key-1").body == "good 203.0.113.3\n"
     assert lab_nat.sixin4_ping("cpe", "203.0.113.18", "2001:db8:1::2", "2001:db8:ffff::2")["replies"]
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("method", ["tool", "netlink"])
+def test_flush_conntrack_methods(lab_nat, method):
+    if method == "tool" and not shutil.which("conntrack"):
+        pytest.skip("conntrack tool not installed (Debian package conntrack)")
+    assert lab_nat.ping4("cpe", "203.0.113.18")
+    assert lab_nat.conntrack_count("isp") >= 1
+    lab_nat.flush_conntrack("isp", method=method)
+    assert lab_nat.conntrack_count("isp") == 0
 
 
 @pytest.mark.lab
