@@ -180,3 +180,149 @@ def wait_for(pred, timeout=20, interval=0.1, what="condition"):
             return v
         time.sleep(interval)
     raise AssertionError("timed out after %s s waiting for %s" % (timeout, what))
+
+
+# ---- a tight, bounded ICMPv6 echo prober (end-to-end tests and bench/) -------------------
+
+class EchoProbe:
+    """Sends ICMPv6 echo requests to `dst` every `interval` s from inside a namespace and
+    records when each was sent and when (if) its reply came back. Bounded: stops after
+    `duration` s, `max_count` requests, stop(), or the first reply when stop_on_reply.
+
+        p = EchoProbe(lab, "lan", V6HOST, interval=0.02, duration=10).start()
+        ...                      # change something
+        p.wait_reply(after=t)    # (sent_at, reply_at) of the first reply to a request sent >= t
+        p.stop()
+
+    Times are time.monotonic() of this process. Send errors (no address or route yet)
+    count as requests that got no reply. Router Advertisements that reach the namespace
+    while it runs are noted too (router_ads), to tell why a LAN host had no route."""
+
+    def __init__(self, lab, ns, dst, interval=0.02, duration=10.0, max_count=20000, stop_on_reply=False):
+        import threading
+
+        self.lab, self.ns, self.dst = lab, ns, dst
+        self.interval = float(interval)
+        self.duration = float(duration)
+        self.max_count = int(max_count)
+        self.stop_on_reply = stop_on_reply
+        self.ident = (os.getpid() ^ id(self)) & 0xFFFF
+        self.sent = {}  # seq -> monotonic send time (also for send errors)
+        self.send_errors = 0
+        self.replies = []  # (seq, sent_at, reply_at), in arrival order
+        self.router_ads = []  # (received_at, router lifetime) of RAs the namespace received
+        self.error = None
+        self._stop = threading.Event()
+        self._got = threading.Condition()
+        self._thread = None
+
+    def start(self):
+        import threading
+
+        self._thread = threading.Thread(target=self._in_ns, name="echo-probe", daemon=True)
+        self._thread.start()
+        return self
+
+    def _in_ns(self):
+        try:
+            self.lab.call_in(self.ns, self._run, timeout=self.duration + 10)
+        except BaseException as exc:  # reported by wait_reply()/stop()
+            self.error = exc
+        finally:
+            with self._got:
+                self._stop.set()
+                self._got.notify_all()
+
+    def _run(self):
+        import select
+        import socket
+        import struct
+
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        try:
+            s.setblocking(False)
+            start = time.monotonic()
+            end = start + self.duration
+            seq = 0
+            next_send = start
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= end:
+                    break
+                if now >= next_send and seq < self.max_count:
+                    seq += 1
+                    pkt = struct.pack("!BBHHH", 128, 0, 0, self.ident, seq & 0xFFFF) + b"cpe-tunnel-probe"
+                    with self._got:
+                        self.sent[seq & 0xFFFF] = now
+                    try:
+                        s.sendto(pkt, (self.dst, 0))
+                    except OSError:
+                        self.send_errors += 1
+                    next_send += self.interval
+                    if next_send < now:
+                        next_send = now + self.interval
+                due = next_send if seq < self.max_count else end
+                wait = max(0.0, min(due, end) - time.monotonic())
+                r, _, _ = select.select([s], [], [], wait)
+                if not r:
+                    continue
+                while True:
+                    try:
+                        data, _src = s.recvfrom(2048)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    t = time.monotonic()
+                    if len(data) >= 8 and data[0] == 134:  # a Router Advertisement on the way
+                        with self._got:
+                            self.router_ads.append((t, struct.unpack_from("!H", data, 6)[0]))
+                        continue
+                    if len(data) < 8 or data[0] != 129:
+                        continue
+                    ident, rseq = struct.unpack_from("!HH", data, 4)
+                    with self._got:
+                        if ident != self.ident or rseq not in self.sent:
+                            continue
+                        self.replies.append((rseq, self.sent[rseq], t))
+                        self._got.notify_all()
+                    if self.stop_on_reply:
+                        self._stop.set()
+        finally:
+            s.close()
+
+    def first_reply(self, after=None):
+        """(sent_at, reply_at) of the first reply to a request sent at or after `after`."""
+        with self._got:
+            for _seq, sent_at, reply_at in self.replies:
+                if after is None or sent_at >= after:
+                    return sent_at, reply_at
+        return None
+
+    def wait_reply(self, after=None, timeout=None):
+        """Block until first_reply(after) exists (returned), the probe ends, or `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._got:
+            while True:
+                r = self.first_reply(after)
+                if r is not None:
+                    return r
+                if self._stop.is_set():
+                    if self.error is not None:
+                        raise self.error
+                    return None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._got.wait(0.05 if left is None else min(0.05, left))
+
+    def unanswered_between(self, t0, t1):
+        """How many requests sent in [t0, t1) got no reply."""
+        with self._got:
+            answered = {seq for seq, _s, _r in self.replies}
+            return sum(1 for seq, ts in self.sent.items() if t0 <= ts < t1 and seq not in answered)
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.duration + 15)
+        if self.error is not None:
+            raise self.error

@@ -4,10 +4,12 @@
 # pyroute2 versions: written against the API common to 0.7.x (what OpenWrt's feed
 # ships) and 0.9.x: IPRoute / NetNS, link(), addr(), route(), get_links(), get_addr(),
 # get_routes(), link_lookup(), msg.get_attr() and NetlinkError.code.
-# Tested here with pyroute2 0.9.7 (tests/unit/test_netlink.py) and by running the same
-# test file against pyroute2 0.7.12 put first on PYTHONPATH (without sit: this kernel
-# has none; sit_create / sit_set_endpoints were exercised under User-Mode Linux with
-# 0.9.7, see tests/unit/test_sixin4.py::test_kernel_sit_under_uml).
+# Tested: tests/unit/test_netlink.py and test_sixin4.py pass with pyroute2 0.9.7 and
+# with 0.7.12 put first on PYTHONPATH. The host kernel has no sit, so sit_create /
+# sit_set_endpoints are checked by compiling their requests with pyroute2's IPBatch
+# and decoding them (test_sit_requests_encoding); the real kernel run is
+# test_sixin4.py::test_kernel_sit_under_uml, which skips where User-Mode Linux cannot
+# start (it could not on the AMX host this was written on).
 # pyroute2 0.9's sync IPRoute runs an asyncio loop of its own and refuses calls from
 # another thread: a Netlink object must be used from the thread that created it.
 #
