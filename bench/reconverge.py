@@ -20,6 +20,7 @@ Target (issue 2, section 10): median under 1 s.
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -92,6 +93,7 @@ def main():
                 pass
         if daemon is not None:
             daemon.stop()
+            shutil.rmtree(daemon.dir, ignore_errors=True)
         lab.teardown()
     med = statistics.median(results)
     print("median: %.0f ms (min %.0f, max %.0f); target < %.0f ms: %s" % (

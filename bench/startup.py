@@ -19,6 +19,7 @@ Target (issue 2, section 10): under 1.5 s plus the broker round trip.
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -81,6 +82,7 @@ def one_run(nat, timeout):
                 pass
         if daemon is not None:
             daemon.stop()
+            shutil.rmtree(daemon.dir, ignore_errors=True)
         lab.teardown()
 
 

@@ -429,6 +429,15 @@ class LanPort:
         self.sched = None
         self.sock = None
         self.addr = None
+        # Hold the first RA until the tunnel's state is known: an RA saying "no default
+        # router" followed by one saying "default router" must be 3 s apart (RFC 4861
+        # MIN_DELAY_BETWEEN_RAS), which would cost the LAN those 3 s at every start.
+        self.held = True
+
+    def release(self, now):
+        if self.held:
+            self.held = False
+            self._announce(now)
 
     def open(self, now, mtu):
         from .adapters.lan import RaSocket, link_lladdr
@@ -471,9 +480,12 @@ class LanPort:
             nl.addr_add(self.ifname, addr.ip6_ntoa(self.addr), 64)
             log.info("LAN %s: %s/64, router address %s", self.ifname, addr.ip6_ntoa(prefix),
                      addr.ip6_ntoa(self.addr))
-        if self.sched:
+        self._announce(now)
+
+    def _announce(self, now):
+        if self.sched and not self.held:
             c = self.cfg
-            plist = [] if prefix is None else [(prefix, 64, c["ra_valid"], c["ra_preferred"])]
+            plist = [] if self.prefix is None else [(self.prefix, 64, c["ra_valid"], c["ra_preferred"])]
             self.sched.set_prefixes(now, plist)
 
     def get_timer(self):
@@ -572,12 +584,21 @@ class Supervisor:
         self.since = None
         loop.add_timer_source(self.get_timer, self.handle_timer)
 
+    # A slow broker must not keep the LAN without its prefix for long.
+    RA_HOLD_MAX = 2.0
+
     def start(self):
         now = self.loop.clock()
         self._enable_forwarding()
         self._start_tunnel(now, self.cfg)
         self._apply_lans(now, self.cfg)
         self.state_changed(now)
+        self.loop.call_later(self.RA_HOLD_MAX, self._release_lans)
+
+    def _release_lans(self):
+        now = self.loop.clock()
+        for p in self.lans:
+            p.release(now)
 
     def _enable_forwarding(self):
         if not self.cfg["lans"]:
@@ -620,6 +641,8 @@ class Supervisor:
         prefixes = self.tunnel.prefixes if self.tunnel and not self.tunnel.fatal else []
         for port, pfx in zip(ports, assign_lan_prefixes([p.cfg for p in ports], prefixes)):
             port.set_prefix(now, pfx)
+            if self._state is not None and self._state[0] != "starting":
+                port.release(now)
 
     def reload(self, cfg):
         now = self.loop.clock()
@@ -669,6 +692,8 @@ class Supervisor:
             log.notice("state: %s (%s)", state, reason)
             for p in self.lans:
                 p.set_default_router(now, state == "up")
+                if state != "starting":
+                    p.release(now)
             if self.on_state:
                 self.on_state(self.status())
 

@@ -77,6 +77,7 @@ def main():
     finally:
         if daemon is not None:
             daemon.stop()
+            daemon.cleanup()
         lab.teardown()
 
 

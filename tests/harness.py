@@ -159,6 +159,11 @@ class Daemon:
         self._log.close()
         return self.proc.returncode
 
+    def cleanup(self):
+        """Remove the run directory (config with the update key, socket, log)."""
+        import shutil
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def log(self):
         try:
             with open(self.log_path, errors="replace") as f:

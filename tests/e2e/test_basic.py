@@ -27,9 +27,22 @@ def reach_v6host(lab, prefix, src=None, timeout=15):
     assert lab.v6host_counter(prefix) > before, "the v6 host did not count the echo request"
 
 
+_daemons = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_daemons():
+    yield
+    while _daemons:
+        d = _daemons.pop()
+        d.stop()
+        d.cleanup()
+
+
 def up(lab, **kw):
     broker = lab.start_broker(harness.broker_config())
     d = harness.Daemon(lab, **kw).start()
+    _daemons.append(d)
     d.wait_status(lambda s: s["state"] == "up", timeout=20, what="tunnel up")
     return broker, d
 
