@@ -62,17 +62,12 @@ class TunnelRunner:
         self.prefixes = [(addr.ip6_aton(p), n) for p, n in (t.get("ip6prefix") or [])]
         self.dp = None
         self.monitor = None
-        self.updater = None
-        self.http = None
+        self.session = None
         self.keepalive = None
         self.echo = None
         self.wan_dev = None
         self.wan_ip = None
-        self.last_error = None
         self.fatal = None
-        self.last_update = None
-        self.public_ip = None
-        self.nat_detected = False
         self._debounce_first = None
         self._debounce_at = None
         self._routes = []
@@ -99,7 +94,7 @@ class TunnelRunner:
         log.info("tunnel %s: %s data plane on %s, local %s, broker %s", self.name, self.dp.kind,
                  self.ifname, self.wan_ip or "(none yet)", t["peeraddr"])
         self._start_keepalive()
-        self._start_updater(now, "start")
+        self._start_session(now, "start")
         if not self.wan_ip:
             log.warning("tunnel %s: no IPv4 address on the WAN yet (%s); waiting", self.name,
                         self.wan_dev or "no default route")
@@ -142,30 +137,16 @@ class TunnelRunner:
             self.echo.close()
         self.echo = self.keepalive = None
 
-    def _start_updater(self, now, reason):
-        t = self.t
-        if self.mode != "http-update":
-            return
-        from .adapters.http import HttpRunner
-        from .core.httpupdate import HttpUpdateClient
+    def _start_session(self, now, reason):
+        from .sessions import SESSIONS
 
-        secret = t.get("updatekey") or t.get("password")
-        self.updater = HttpUpdateClient(
-            t["update_url"], t["username"], secret, t["tunnelid"], send_myip=t["send_myip"],
-            private_ranges=[(addr.ip4_aton(p), n) for p, n in (t.get("private_range") or [])],
-            retry_min=t["update_retry_min"], retry_max=t["update_retry_max"], rand=_rand)
-        self.http = HttpRunner(lambda: self.loop.call_soon_threadsafe(self._on_http_done))
-        if not t["tls_verify"] and t["update_url"].startswith("https:"):
-            log.warning("tunnel %s: TLS certificate verification is OFF for %s (tls_verify '0'):"
-                        " anyone on the path can read the update key", self.name, t["update_url"])
-        if self.wan_ip:
-            self.updater.trigger(now, self.wan_ip, reason)
-        self._pump_update(now)
+        self.session = SESSIONS[self.mode](self, self.t)
+        self.session.start(now, self.wan_ip, reason)
 
-    def _stop_updater(self):
-        if self.http:
-            self.http.close()
-        self.http = self.updater = None
+    def _stop_session(self):
+        if self.session is not None:
+            self.session.stop()
+            self.session = None
 
     # Options whose change needs a new data plane; the others are applied in place.
     HARD_KEYS = ("mode", "ifname", "dataplane", "peeraddr", "ip6addr", "ip6gw", "mtu", "ttl", "tos",
@@ -190,12 +171,12 @@ class TunnelRunner:
             self._stop_keepalive()
             self._start_keepalive()
         if any(new.get(k) != old.get(k) for k in self.UPDATE_KEYS):
-            self._stop_updater()
-            self._start_updater(now, "reload")
+            self._stop_session()
+            self._start_session(now, "reload")
         return True
 
     def stop(self):
-        self._stop_updater()
+        self._stop_session()
         self._stop_keepalive()
         if self.monitor is not None:
             self.loop.remove_reader(self.monitor)
@@ -240,54 +221,14 @@ class TunnelRunner:
             self.sup.state_changed(now)
             return
         self.dp.set_endpoints(ip, self.t["peeraddr"])
-        if self.updater:
-            self.updater.trigger(now, ip, "wan-change")
-            self._pump_update(now)
+        self.session.wan_changed(now, ip)
         if self.keepalive:
             self.keepalive.reset(now)
         self.sup.state_changed(now)
 
-    # -- broker update --------------------------------------------------------
-    def _pump_update(self, now):
-        up = self.updater
-        if up is None:
-            return
-        if not self.http.busy:
-            req = up.next_request(now)
-            if req is not None:
-                t = self.t
-                self.http.start(req, verify=t["tls_verify"], cafile=t.get("ca_file"))
-        for name, ev in up.events():
-            if name == "update-result":
-                self._on_update_result(now, ev)
-
-    def _on_update_result(self, now, ev):
-        self.last_update = ev
-        if ev.get("result") == "ok":
-            self.public_ip = ev.get("registered_ip") or self.wan_ip
-            self.nat_detected = bool(ev.get("nat_detected"))
-            self.last_error = None
-            log.notice("tunnel %s: broker update: %s", self.name, ev.get("message"))
-        else:
-            self.last_error = ev.get("message")
-            log.warning("tunnel %s: broker update failed: %s", self.name, ev.get("message"))
-        self.sup.state_changed(now)
-
-    def _on_http_done(self):
-        now = self.loop.clock()
-        res = self.http.poll_result() if self.http else None
-        if res is None or self.updater is None:
-            return
-        if res[0] == "response":
-            self.updater.response_received(now, res[1], res[2])
-        else:
-            self.updater.transport_failed(now, res[1])
-        self._pump_update(now)
-
     def reconnect(self, now):
-        if self.updater and self.wan_ip:
-            self.updater.trigger(now, self.wan_ip, "reconnect")
-            self._pump_update(now)
+        if self.session:
+            self.session.reconnect(now)
 
     # -- keepalive ------------------------------------------------------------
     def _last_traffic(self):
@@ -308,8 +249,8 @@ class TunnelRunner:
     # -- timers ---------------------------------------------------------------
     def get_timer(self):
         ds = [self._debounce_at]
-        if self.updater:
-            ds.append(self.updater.get_timer())
+        if self.session:
+            ds.append(self.session.get_timer())
         if self.keepalive:
             ds.append(self.keepalive.get_timer(*self._last_traffic()))
         ds = [d for d in ds if d is not None]
@@ -318,11 +259,10 @@ class TunnelRunner:
     def handle_timer(self, now):
         if self._debounce_at is not None and now >= self._debounce_at:
             self._check_wan(now)
-        if self.updater:
-            d = self.updater.get_timer()
+        if self.session:
+            d = self.session.get_timer()
             if d is not None and now >= d:
-                self.updater.handle_timer(now)
-            self._pump_update(now)
+                self.session.handle_timer(now)
         if self.keepalive:
             last_tx, last_rx = self._last_traffic()
             d = self.keepalive.get_timer(last_tx, last_rx)
@@ -334,11 +274,8 @@ class TunnelRunner:
                     except OSError as exc:
                         log.debug("keepalive send failed: %s", exc)
                 if self.keepalive.status(now).get("alive") != was:
-                    if self.keepalive.status(now).get("alive") is False and self.updater:
-                        # The broker stopped answering: maybe the NAT in front of us
-                        # changed its public address. Registering again fixes that.
-                        self.updater.trigger(now, self.wan_ip, "keepalive-lost")
-                        self._pump_update(now)
+                    if self.keepalive.status(now).get("alive") is False and self.session:
+                        self.session.keepalive_lost(now)
                     self.sup.state_changed(now)
 
     # -- status -----------------------------------------------------------
@@ -349,15 +286,10 @@ class TunnelRunner:
         if not self.wan_ip:
             return "down", "waiting for an IPv4 address on the WAN (%s)" % (
                 self.wan_dev or "no IPv4 default route")
-        if self.updater:
-            us = self.updater.status()
-            s = us.get("state")
-            if s in ("auth-failed", "blocked", "bad-tunnel-id"):
-                return "down", us.get("last_message") or s
-            if self.last_update is None or (self.last_update.get("result") != "ok" and self.public_ip is None):
-                if us.get("last_message"):
-                    return "down", "cannot register with the broker: %s" % us["last_message"]
-                return "starting", "registering our address with the broker"
+        if self.session:
+            verdict = self.session.state(now)
+            if verdict is not None:
+                return verdict
         if self.keepalive:
             k = self.keepalive.status(now)
             if k.get("alive") is False:
@@ -374,8 +306,8 @@ class TunnelRunner:
             "wan": {
                 "device": self.wan_dev,
                 "local_ipv4": self.wan_ip,
-                "public_ipv4": self.public_ip,
-                "nat_detected": self.nat_detected,
+                "public_ipv4": self.session.public_ip if self.session else None,
+                "nat_detected": bool(self.session and self.session.nat_detected),
             },
             "broker": {"ipv4": t["peeraddr"]},
             "tunnel_addresses": {
@@ -384,20 +316,12 @@ class TunnelRunner:
             },
             "delegated_prefixes": [addr.format_prefix6(p, n) for p, n in self.prefixes],
             "mtu": t["mtu"],
-            "last_error": self.last_error,
+            "last_error": self.fatal or (self.session.last_error if self.session else None),
         }
-        if self.updater:
-            st["broker"]["update_url"] = _url_without_credentials(t["update_url"])
-            us = self.updater.status()
-            lu = {
-                "state": us.get("state"),
-                "result": us.get("last_result"),
-                "message": us.get("last_message"),
-                "time": wall(us.get("last_time")),
-                "requests_sent": us.get("requests_sent"),
-                "next_retry_in": us.get("next_retry_in"),
-            }
-            st["last_update"] = lu
+        if self.session:
+            extra = self.session.status(wall)
+            st["broker"].update(extra.pop("broker", {}))
+            st.update(extra)
         if self.dp:
             c = dict(self.dp.counters())
             c["last_tx"] = wall(c.get("last_tx"))
@@ -411,13 +335,6 @@ class TunnelRunner:
         else:
             st["keepalive"] = {"enabled": False}
         return st
-
-
-def _url_without_credentials(url):
-    # We never put credentials in the URL, but a user might have.
-    scheme, sep, rest = url.partition("://")
-    host, slash, path = rest.partition("/")
-    return scheme + sep + host.rsplit("@", 1)[-1] + slash + path
 
 
 class LanPort:

@@ -85,8 +85,11 @@ def test_lan_host_reaches_v6_host_through_tunnel(lab):
         assert d.stop() == 0
 
 
-def test_wan_address_change_moves_endpoint(lab):
-    broker, d = up(lab)
+@pytest.mark.parametrize("wan_device", ["wan0", None], ids=["wan_device", "default-route"])
+def test_wan_address_change_moves_endpoint(lab, wan_device):
+    # wan_device None: the daemon follows the device of the IPv4 default route
+    broker, d = up(lab, tunnel_extra={"wan_device": wan_device})
+    assert d.status()["wan"]["device"] == "wan0"
     try:
         a = lab.wait_lan_address("2001:db8:1234::/64", timeout=15)
         reach_v6host(lab, "2001:db8:1234::/64", src=a.address)
@@ -205,3 +208,14 @@ def test_shipped_config_check_names_what_to_fill_in():
                        text=True, env=dict(os.environ, PYTHONPATH=harness.ROOT), timeout=20)
     assert r.returncode == 2
     assert "peeraddr" in r.stderr and "required" in r.stderr
+
+
+def test_static_mode_without_broker_update(lab):
+    # mode 'static': plain 6in4 to a broker that already knows our endpoint
+    lab.start_broker(harness.broker_config(endpoint="192.0.2.2"))
+    d = harness.Daemon(lab, mode="static").start()
+    _daemons.append(d)
+    st = d.wait_status(lambda s: s["state"] == "up", timeout=20, what="static tunnel up")
+    assert "last_update" not in st and st["mode"] == "static"
+    a = lab.wait_lan_address("2001:db8:1234::/64", timeout=15)
+    reach_v6host(lab, "2001:db8:1234::/64", src=a.address)

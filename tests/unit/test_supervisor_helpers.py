@@ -1,5 +1,6 @@
 from cpe_tunnel.core import addr
-from cpe_tunnel.supervisor import assign_lan_prefixes, peer_of, _url_without_credentials
+from cpe_tunnel.sessions import url_without_credentials as _url_without_credentials
+from cpe_tunnel.supervisor import assign_lan_prefixes, peer_of
 
 
 def P(text):

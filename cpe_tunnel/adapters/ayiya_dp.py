@@ -1,0 +1,609 @@
+# AYIYA (draft-massar-v6ops-ayiya, SixXS / AICCU style) userspace data plane: a TUN
+# device and a UDP socket connected to the PoP's port 5072, one thread per direction.
+# Same interface as the 6in4 planes in adapters/sixin4.py:
+#
+#   .kind, .protocol            'userspace', 'ayiya'
+#   .ifname                     the TUN device
+#   open()                      create the TUN (up), the socket, start the threads
+#   set_endpoints(local, pop)   WAN address change: new local -> a fresh socket bound to
+#                               it; new PoP address -> the socket is re-connected
+#   counters()                  dict(tx_packets, tx_bytes, rx_packets, rx_bytes,
+#                               rx_dropped, drops={reason: n}, last_tx, last_rx, ...)
+#   send_control(opcode, payload=b'', next_header=59)
+#                               a signed control datagram (beat, echo request, ...) now;
+#                               thread-safe
+#   close()                     stop the threads, remove the TUN, close everything
+#
+# Wire format, checks and drop reasons: cpe_tunnel/core/ayiya.py. The forwarding threads
+# use the core's algorithm specialised for speed, which tests/unit/test_ayiya_dp.py
+# checks against the core byte for byte:
+# - TX: the IPv6 packet is read from the TUN straight into a preallocated buffer at
+#   offset 44. Header and identity change only when the second (epoch) does, so they are
+#   written and hashed together with SHA-1(password) once per second; per packet the
+#   saved SHA-1 state is copied, the payload hashed into it, the digest written into the
+#   signature slot and the buffer sent as it is. The bytes equal ayiya_seal()'s.
+# - RX: a datagram that is a plain forward (opcode 1, next header 41) from the PoP's
+#   identity with an epoch inside the skew window and an IPv6 payload is checked the
+#   same way (the SHA-1 state of header + identity + key is cached per epoch) and its
+#   payload written to the TUN. Everything else - control opcodes, bad signatures, stale
+#   times, junk - goes through the core's ayiya_decode(), which names the drop reason
+#   (AyiyaError.code) that is counted in counters()['drops'].
+# - Control datagrams from the PoP: echo requests are answered here (echo response with
+#   the same payload, as AICCU does); echo-request-forward is answered and its payload
+#   delivered; every other authentic non-forward datagram (beat/no-op, echo response,
+#   MOTD, queries) is handed whole (header included, already verified) as bytes to
+#   on_control(datagram), called from the rx thread: keep it short (queue it).
+# - The socket is connected, so the kernel only hands us datagrams from the PoP's
+#   address and port; the signature and identity checks make sure they are the PoP's.
+# - Time: the epoch is Unix time (time.time()), read once per batch of packets (and
+#   after every wait), not per packet.
+#
+# Threads drain their non-blocking fd until EAGAIN and only then wait in poll() on
+# (fd, stop pipe), so close() stops them promptly; under load there is no poll per
+# packet. Buffers are preallocated; no per-packet logging or allocation beyond the
+# memoryview slices and digests Python needs. Secrets: only SHA-1(password) is kept;
+# it never appears in repr(), counters() or errors.
+
+import errno
+import hashlib
+import os
+import select
+import socket
+import struct
+import threading
+import time
+
+from cpe_tunnel.adapters.netlink import in_netns
+from cpe_tunnel.adapters.tun import open_tun
+from cpe_tunnel.core import ayiya
+from cpe_tunnel.core.ayiya import AyiyaError
+from cpe_tunnel.core.errors import LocalProtocolError
+
+__all__ = ["UserspaceAyiya", "BATCH", "HDR"]
+
+HDR = ayiya.HEADER_LEN  # 44
+BUFSIZE = 65536
+BATCH = 64  # packets between clock reads / stop checks while draining
+MAX_MTU = 65507 - HDR  # largest IPv6 packet that fits one AYIYA/UDP/IPv4 datagram
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+# bytes 0..3 of a plain forward: identity 16 B integer, SHA-1 signature, auth shared
+# secret + opcode forward, next header IPv6
+FWD_WORD = (0x41 << 24) | (0x52 << 16) | ((0x10 | ayiya.OP_FORWARD) << 8) | ayiya.NH_IPV6
+MIN_FWD = HDR + 40  # a forward must carry at least an IPv6 header
+
+_pack_into = struct.pack_into
+_unpack_from = struct.unpack_from
+_RANGE = range(BATCH)
+
+
+def _ip4(text, what):
+    if isinstance(text, str) and text.count(".") == 3:
+        try:
+            return socket.inet_pton(socket.AF_INET, text)
+        except (OSError, ValueError):
+            pass
+    raise ValueError("%s '%s' is not an IPv4 address" % (what, text))
+
+
+def _identity(value, what):
+    if isinstance(value, str):
+        try:
+            return socket.inet_pton(socket.AF_INET6, value)
+        except (OSError, ValueError):
+            raise ValueError("%s '%s' is not an IPv6 address" % (what, value))
+    if isinstance(value, (bytes, bytearray, memoryview)) and len(value) == 16:
+        return bytes(value)
+    raise ValueError("%s must be an IPv6 address (text or 16 bytes)" % what)
+
+
+def _send_reason(e):
+    code = e.errno
+    if code == errno.ECONNREFUSED:
+        return "tunnel server port unreachable (ICMP)"
+    if code in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN):
+        return "no route to tunnel server"
+    if code == errno.EMSGSIZE:
+        return "packet too big for the WAN"
+    if code in (errno.ENOBUFS, errno.EAGAIN):
+        return "send buffer full"
+    if code in (errno.EPERM, errno.EACCES):
+        return "blocked by firewall"
+    return "send error"
+
+
+class UserspaceAyiya:
+    """AYIYA tunnel end (the client side, as AICCU): IPv6 from the TUN goes to the PoP
+    as signed forward datagrams; the PoP's authentic forwards go to the TUN.
+
+    identity16: our tunnel IPv6 address (TIC 'IPv6 Endpoint'), text or 16 bytes;
+    peer_identity16: the PoP's ('IPv6 POP'); password: the tunnel password (text or
+    bytes; only its SHA-1 is kept). max_skew: seconds an epoch may differ from ours."""
+
+    kind = "userspace"
+    protocol = "ayiya"
+
+    def __init__(self, ifname, local_ipv4, pop_ipv4, identity16, peer_identity16, password,
+                 mtu=1280, port=ayiya.PORT, netlink=None, netns=None, on_control=None,
+                 max_skew=ayiya.MAX_SKEW):
+        if local_ipv4 is not None:
+            _ip4(local_ipv4, "local endpoint")
+        _ip4(pop_ipv4, "tunnel server")
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValueError("AYIYA port must be 1..65535")
+        if isinstance(mtu, bool) or not isinstance(mtu, int) or not 1280 <= mtu <= MAX_MTU:
+            raise ValueError("AYIYA tunnel MTU must be 1280..%d" % MAX_MTU)
+        if isinstance(max_skew, bool) or not isinstance(max_skew, (int, float)) or max_skew < 0:
+            raise ValueError("AYIYA max_skew must be a number >= 0")
+        if on_control is not None and not callable(on_control):
+            raise ValueError("on_control must be callable")
+        self._identity = _identity(identity16, "AYIYA identity")
+        self._peer = _identity(peer_identity16, "AYIYA PoP identity")
+        try:
+            self._key = ayiya.password_hash(password)
+        except LocalProtocolError as e:
+            raise ValueError(e.reason)
+        self.ifname = ifname
+        self.local = local_ipv4
+        self.remote = pop_ipv4
+        self.port = port
+        self.mtu = mtu
+        self.netlink = netlink
+        self.netns = netns
+        self.on_control = on_control
+        self.max_skew = int(max_skew)
+        self.error = None  # set when a forwarding thread died unexpectedly
+        self._tun = None
+        self._sock = None
+        self._retired = []
+        self._stop_r = self._stop_w = None
+        self._wake_r = self._wake_w = None
+        self._threads = []
+        self._stopping = False
+        self._lock = threading.Lock()  # send_control (any thread) and set_endpoints
+        # counters: each has exactly one writer (tx thread, rx thread, or under _lock)
+        self.tx_packets = self.tx_bytes = 0
+        self.rx_packets = self.rx_bytes = 0
+        self.last_tx = self.last_rx = None
+        self.control_tx = 0  # send_control() datagrams sent (under _lock)
+        self.control_rx = 0  # authentic control datagrams received (rx thread)
+        self.echo_answered = 0  # echo responses sent by the rx thread
+        self.peer_skew = None  # epoch - our time of the last authentic control/stale datagram
+        self._ctl_last_tx = None
+        self._tx_drops = {}
+        self._rx_drops = {}
+        self._ctl_drops = {}  # send_control() failures (under _lock)
+        self._echo_drops = {}  # echo responses the rx thread could not send
+        # per-epoch SHA-1 states (owned by the tx / rx thread)
+        self._tx_epoch = -1
+        self._tx_pre = None
+        self._rx_epoch = -1
+        self._rx_pre = None
+
+    def __repr__(self):
+        return "<UserspaceAyiya %s %s -> %s:%d>" % (self.ifname, self.local or "*", self.remote,
+                                                   self.port)
+
+    # -- setup -----------------------------------------------------------------------
+    def _make_socket(self, local, remote):
+        def make():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                    try:
+                        s.setsockopt(socket.SOL_SOCKET, opt, 1 << 20)
+                    except OSError:
+                        pass
+                if local is not None:
+                    # FREEBIND: the WAN address may come and go; bind anyway
+                    s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+                    s.bind((local, 0))
+                s.connect((remote, self.port))
+                s.setblocking(False)
+            except BaseException:
+                s.close()
+                raise
+            return s
+
+        return in_netns(self.netns, make)
+
+    def open(self):
+        if self._tun is not None:
+            return
+        fd, name = open_tun(self.ifname, mtu=self.mtu, nonblocking=True, netns=self.netns)
+        self._tun = fd
+        self.ifname = name
+        try:
+            self._sock = self._make_socket(self.local, self.remote)
+            self._stop_r, self._stop_w = os.pipe()
+            self._wake_r, self._wake_w = os.pipe()
+            for p in (self._stop_r, self._wake_r):
+                os.set_blocking(p, False)
+            if self.netlink is not None:
+                self.netlink.link_up(name)
+            self._stopping = False
+            self._threads = [
+                threading.Thread(target=self._run, args=(loop,), name=tag + name, daemon=True)
+                for loop, tag in ((self._tx_loop, "ayiya-tx-"), (self._rx_loop, "ayiya-rx-"))
+            ]
+            for t in self._threads:
+                t.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def local_address(self):
+        """(ip, port) the socket is bound to (the NAT's inside view), None when closed."""
+        s = self._sock
+        if s is None:
+            return None
+        try:
+            return s.getsockname()
+        except OSError:
+            return None
+
+    def set_endpoints(self, local, remote):
+        """Change endpoints while running. A new local address gets a fresh socket bound
+        to it (swapped in; the rx thread picks it up at once); a new PoP address
+        re-connects the socket. Takes effect with the next packet."""
+        if local is not None:
+            _ip4(local, "local endpoint")
+        _ip4(remote, "tunnel server")
+        with self._lock:
+            if self._sock is None:
+                self.local, self.remote = local, remote
+                return
+            if local != self.local:
+                new = self._make_socket(local, remote)
+                old, self._sock = self._sock, new
+                # the old socket is closed later (next swap or close()) so that no
+                # thread can still be using it when it goes
+                while len(self._retired) >= 2:
+                    self._retired.pop(0).close()
+                self._retired.append(old)
+                try:
+                    os.write(self._wake_w, b"w")
+                except OSError:
+                    pass
+            elif remote != self.remote:
+                self._sock.connect((remote, self.port))
+            self.local, self.remote = local, remote
+
+    def counters(self):
+        drops = {}
+        for d in (self._tx_drops, self._rx_drops, self._ctl_drops, self._echo_drops):
+            for k in list(d):
+                drops[k] = drops.get(k, 0) + d[k]
+        last_tx = self.last_tx
+        c = self._ctl_last_tx
+        if c is not None and (last_tx is None or c > last_tx):
+            last_tx = c
+        out = {
+            "tx_packets": self.tx_packets,
+            "tx_bytes": self.tx_bytes,
+            "rx_packets": self.rx_packets,
+            "rx_bytes": self.rx_bytes,
+            "rx_dropped": sum(list(self._rx_drops.values())),
+            "drops": drops,
+            "last_tx": last_tx,
+            "last_rx": self.last_rx,
+            "control_tx": self.control_tx,
+            "control_rx": self.control_rx,
+            "echo_answered": self.echo_answered,
+            "peer_skew": self.peer_skew,
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+    def send_control(self, opcode, payload=b"", next_header=ayiya.NH_NONE):
+        """Send one signed control datagram (ayiya.OP_NOOP beat, OP_ECHO_REQUEST, ...)
+        stamped with the current time. Thread-safe. Returns True when handed to the
+        kernel, False when the send failed (counted in drops). Raises ValueError for an
+        opcode/next header out of range, OSError when the plane is not open."""
+        if isinstance(opcode, bool) or not isinstance(opcode, int) or not 0 <= opcode <= 7:
+            raise ValueError("AYIYA opcode must be 0..7")
+        if isinstance(next_header, bool) or not isinstance(next_header, int) or \
+                not 0 <= next_header <= 255:
+            raise ValueError("AYIYA next header must be 0..255")
+        if not isinstance(payload, (bytes, bytearray, memoryview)) or len(payload) > MAX_MTU:
+            raise ValueError("AYIYA payload must be bytes of at most %d" % MAX_MTU)
+        with self._lock:
+            sock = self._sock
+            if sock is None:
+                raise OSError(errno.ENOTCONN, "the AYIYA data plane is not open")
+            d = ayiya.ayiya_encode(self._identity, opcode, next_header, payload, time.time(),
+                                   self._key)
+            try:
+                sock.send(d)
+            except OSError as e:
+                r = _send_reason(e)
+                self._ctl_drops[r] = self._ctl_drops.get(r, 0) + 1
+                return False
+            self.control_tx += 1
+            self._ctl_last_tx = time.monotonic()
+            return True
+
+    def close(self):
+        self._stopping = True
+        if self._stop_w is not None:
+            try:
+                os.write(self._stop_w, b"s")
+            except OSError:
+                pass
+        for t in self._threads:
+            t.join(5.0)
+        alive = [t for t in self._threads if t.is_alive()]
+        self._threads = []
+        if alive:  # should not happen; do not pull fds from under a live thread
+            self.error = "forwarding thread did not stop"
+            return
+        with self._lock:
+            for s in self._retired:
+                s.close()
+            self._retired = []
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+        for name in ("_tun", "_stop_r", "_stop_w", "_wake_r", "_wake_w"):
+            fd = getattr(self, name)
+            if fd is not None:
+                setattr(self, name, None)
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    # -- forwarding threads ----------------------------------------------------------
+    def _run(self, loop):
+        try:
+            loop()
+        except Exception as e:  # keep the reason for status; never a silent death
+            self.error = "%s: %s" % (loop.__name__.strip("_"), e)
+
+    @staticmethod
+    def _drop(drops, reason):
+        drops[reason] = drops.get(reason, 0) + 1
+
+    def _wait_writable(self, sock):
+        p = select.poll()
+        p.register(sock, select.POLLOUT)
+        p.register(self._stop_r, select.POLLIN)
+        for fd, _ev in p.poll(1000):
+            if fd == self._stop_r:
+                return False
+        return True
+
+    def _send_failed(self, e, sock, data):
+        """A forward send raised e. Retries once after waiting for room when the
+        buffer was full. Returns (sent, keep_going)."""
+        if e.errno == errno.EAGAIN:
+            if not self._wait_writable(sock):
+                return False, False
+            try:
+                sock.send(data)
+                return True, True
+            except OSError as e2:
+                e = e2
+        if e.errno in (errno.EBADF, errno.EBADFD) and self._stopping:
+            return False, False
+        self._drop(self._tx_drops, _send_reason(e))
+        return False, True
+
+    def _tx_loop(self):
+        """TUN -> network."""
+        fd = self._tun
+        stop_r = self._stop_r
+        buf = bytearray(BUFSIZE)
+        mv = memoryview(buf)
+        bufs = [mv[HDR:]]
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(stop_r, select.POLLIN)
+        while not self._stopping:
+            if not self._tx_drain(fd, buf, mv, bufs):
+                return
+            for rfd, _ev in poller.poll():
+                if rfd == stop_r:
+                    return
+
+    def _tx_drain(self, fd, buf, mv, bufs, readv=os.readv, clock=time.time):
+        """Forward packets from the TUN until it is empty (True) or the plane stops
+        (False). readv/clock are parameters for the tests only."""
+        drops = self._tx_drops
+        sha1 = hashlib.sha1
+        key = self._key
+        ident = self._identity
+        epoch = self._tx_epoch
+        pre = self._tx_pre
+        while True:
+            e = int(clock()) & 0xFFFFFFFF
+            if e != epoch:
+                _pack_into(">II", buf, 0, FWD_WORD, e)
+                mv[8:24] = ident
+                pre = sha1(mv[:24])
+                pre.update(key)
+                epoch = self._tx_epoch = e
+                self._tx_pre = pre
+            sock = self._sock
+            send = sock.send
+            cnt = nbytes = 0
+            try:
+                for _ in _RANGE:
+                    m = readv(fd, bufs)
+                    if m < 40 or (buf[HDR] >> 4) != 6:
+                        self._drop(drops, "not IPv6 (from TUN)")
+                        continue
+                    n = m + HDR
+                    h = pre.copy()
+                    h.update(mv[HDR:n])
+                    mv[24:HDR] = h.digest()
+                    try:
+                        send(mv[:n])
+                    except OSError as err:
+                        sent, go = self._send_failed(err, sock, mv[:n])
+                        if not go:
+                            return False
+                        if not sent:
+                            continue
+                    cnt += 1
+                    nbytes += m
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError as err:
+                if err.errno in (errno.EBADF, errno.EBADFD):
+                    return False  # closed under us
+                self._drop(drops, "TUN read error")
+                return True
+            finally:
+                if cnt:
+                    self.tx_packets += cnt
+                    self.tx_bytes += nbytes
+                    self.last_tx = time.monotonic()
+            if self._stopping:
+                return False
+
+    def _rx_loop(self):
+        """network -> TUN."""
+        fd = self._tun
+        stop_r = self._stop_r
+        wake_r = self._wake_r
+        buf = bytearray(BUFSIZE)
+        mv = memoryview(buf)
+        sock = self._sock
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        poller.register(stop_r, select.POLLIN)
+        poller.register(wake_r, select.POLLIN)
+        while not self._stopping:
+            if not self._rx_drain(sock, fd, buf, mv):
+                return
+            for rfd, _ev in poller.poll():
+                if rfd == stop_r:
+                    return
+                if rfd == wake_r:
+                    try:
+                        os.read(wake_r, 64)
+                    except OSError:
+                        pass
+                    new = self._sock
+                    if new is not sock:
+                        try:
+                            poller.unregister(sock)
+                        except (KeyError, ValueError, OSError):
+                            pass
+                        sock = new
+                        poller.register(sock, select.POLLIN)
+
+    def _rx_drain(self, sock, fd, buf, mv, write=os.write, clock=time.time):
+        """Take datagrams from sock until it is empty (True) or the plane stops / the
+        socket was swapped (False / True: the caller re-polls). write/clock are
+        parameters for the tests only."""
+        recv_into = sock.recv_into
+        find = buf.find
+        sha1 = hashlib.sha1
+        key = self._key
+        peer = self._peer
+        skew = self.max_skew
+        pre_ep = self._rx_epoch
+        pre = self._rx_pre
+        while True:
+            wall = clock()
+            w = int(wall)
+            lo = w - skew
+            hi = w + skew
+            cnt = nbytes = 0
+            try:
+                for _ in _RANGE:
+                    n = recv_into(buf)
+                    if n >= MIN_FWD:
+                        word, ep = _unpack_from(">II", buf, 0)
+                        if word == FWD_WORD and lo <= ep <= hi and (buf[HDR] >> 4) == 6 and \
+                                find(peer, 8, 24) == 8:
+                            if ep != pre_ep:
+                                pre = sha1(mv[:24])
+                                pre.update(key)
+                                pre_ep = self._rx_epoch = ep
+                                self._rx_pre = pre
+                            h = pre.copy()
+                            h.update(mv[HDR:n])
+                            if find(h.digest(), 24, HDR) == 24:
+                                try:
+                                    write(fd, mv[HDR:n])
+                                except OSError as err:
+                                    if err.errno in (errno.EBADF, errno.EBADFD):
+                                        return False
+                                    self._drop(self._rx_drops, "TUN write error")
+                                    continue
+                                cnt += 1
+                                nbytes += n - HDR
+                                continue
+                    if not self._rx_slow(sock, fd, mv[:n], wall, write):
+                        return False
+            except (BlockingIOError, InterruptedError):
+                return True
+            except ConnectionRefusedError:
+                # an ICMP port unreachable from the PoP reported on the connected socket
+                self._drop(self._rx_drops, "tunnel server port unreachable (ICMP)")
+            except OSError as err:
+                if err.errno in (errno.EBADF, errno.EBADFD):
+                    return False
+                self._drop(self._rx_drops, "socket read error")
+                return True
+            finally:
+                if cnt:
+                    self.rx_packets += cnt
+                    self.rx_bytes += nbytes
+                    self.last_rx = time.monotonic()
+            if self._stopping:
+                return False
+            if sock is not self._sock:
+                return True  # swapped: the caller re-registers on the wake pipe
+
+    def _rx_slow(self, sock, fd, pkt, wall, write):
+        """Everything that is not a plain authentic forward: the core decides. Returns
+        False when the plane is going away."""
+        drops = self._rx_drops
+        try:
+            op, nh, payload, epoch = ayiya.ayiya_decode(pkt, self._key, wall, self.max_skew,
+                                                        self._peer)
+        except AyiyaError as e:
+            if e.code == "stale timestamp":
+                self.peer_skew = getattr(e, "skew", None)
+            self._drop(drops, e.code)
+            return True
+        forward = op == ayiya.OP_FORWARD or op == ayiya.OP_ECHO_REQUEST_FORWARD
+        if forward:
+            if nh != ayiya.NH_IPV6:
+                self._drop(drops, "unsupported next header")
+                return True
+            if len(payload) < 40 or (payload[0] >> 4) != 6:
+                self._drop(drops, "bad payload")
+                return True
+        self.last_rx = time.monotonic()
+        if op != ayiya.OP_FORWARD:
+            self.control_rx += 1
+            self.peer_skew = ayiya.skew(epoch, wall)
+        if forward:
+            try:
+                write(fd, payload)
+            except OSError as err:
+                if err.errno in (errno.EBADF, errno.EBADFD):
+                    return False
+                self._drop(drops, "TUN write error")
+            else:
+                self.rx_packets += 1
+                self.rx_bytes += len(payload)
+        if op == ayiya.OP_ECHO_REQUEST or op == ayiya.OP_ECHO_REQUEST_FORWARD:
+            d = ayiya.ayiya_encode(self._identity, ayiya.OP_ECHO_RESPONSE, nh, payload,
+                                   time.time(), self._key)
+            try:
+                sock.send(d)
+                self.echo_answered += 1
+            except OSError as e:
+                self._drop(self._echo_drops, _send_reason(e))
+        elif op != ayiya.OP_FORWARD and self.on_control is not None:
+            try:
+                self.on_control(bytes(pkt))
+            except Exception:
+                self._drop(drops, "control handler error")
+        return True
