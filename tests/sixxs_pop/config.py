@@ -266,8 +266,10 @@ def _parse_tunnel(obj, where):
     _need(isinstance(obj, dict), "%s must be an object" % where)
     _unknown(obj, _TUNNEL_KEYS, where)
     tid = obj.get("id")
-    _need(isinstance(tid, str) and _ID_RE.match(tid) is not None,
-          "%s.id must be 1-32 letters, digits, '_', '.' or '-' (like T12345)" % where)
+    _need(
+        isinstance(tid, str) and _ID_RE.match(tid) is not None,
+        "%s.id must be 1-32 letters, digits, '_', '.' or '-' (like T12345)" % where,
+    )
     ttype = obj.get("type")
     _need(ttype in TUNNEL_TYPES, "%s.type must be one of %s" % (where, ", ".join(TUNNEL_TYPES)))
     try:
@@ -350,8 +352,10 @@ def parse_config(obj):
     )
     cfg.tic_idle_timeout = float(idle)
     cfg.pop_id = obj.get("pop_id", cfg.pop_id)
-    _need(isinstance(cfg.pop_id, str) and _ID_RE.match(cfg.pop_id) is not None,
-          "pop_id must be 1-32 letters, digits, '_', '.' or '-'")
+    _need(
+        isinstance(cfg.pop_id, str) and _ID_RE.match(cfg.pop_id) is not None,
+        "pop_id must be 1-32 letters, digits, '_', '.' or '-'",
+    )
     cfg.pop_ipv4 = str(_ipv4(obj.get("pop_ipv4", cfg.pop_ipv4), "pop_ipv4"))
     cfg.max_skew = _int(obj.get("max_skew", cfg.max_skew), "max_skew", 1, 86400)
     off = obj.get("clock_offset", 0)
@@ -361,8 +365,10 @@ def parse_config(obj):
     )
     cfg.clock_offset = float(off)
     cfg.tun_name = _text(obj.get("tun_name", cfg.tun_name), "tun_name", limit=15)
-    _need(re.match(r"^[A-Za-z0-9_.-]+$", cfg.tun_name) is not None,
-          "tun_name must be letters, digits, '_', '.' or '-'")
+    _need(
+        re.match(r"^[A-Za-z0-9_.-]+$", cfg.tun_name) is not None,
+        "tun_name must be letters, digits, '_', '.' or '-'",
+    )
     mtu = obj.get("tun_mtu")
     cfg.tun_mtu = None if mtu is None else _int(mtu, "tun_mtu", 1280, 65515)
 
@@ -377,15 +383,19 @@ def parse_config(obj):
         _need(isinstance(a, dict), where + " must be an object")
         _unknown(a, _ACCOUNT_KEYS, where)
         user = a.get("username")
-        _need(isinstance(user, str) and _USER_RE.match(user) is not None,
-              where + ".username must be 1-64 printable characters without spaces")
+        _need(
+            isinstance(user, str) and _USER_RE.match(user) is not None,
+            where + ".username must be 1-64 printable characters without spaces",
+        )
         _need(user.lower() not in users, "username %r appears twice" % user)
         users.add(user.lower())
         if "password_md5" in a:
             _need("password" not in a, where + ": give password or password_md5, not both")
             pmd5 = a["password_md5"]
-            _need(isinstance(pmd5, str) and _HEX32.match(pmd5.lower()) is not None,
-                  where + ".password_md5 must be 32 hex digits")
+            _need(
+                isinstance(pmd5, str) and _HEX32.match(pmd5.lower()) is not None,
+                where + ".password_md5 must be 32 hex digits",
+            )
             pmd5 = pmd5.lower()
         else:
             pmd5 = _md5hex(_secret(a.get("password"), where + ".password"))
@@ -400,8 +410,10 @@ def parse_config(obj):
             idents.add(spec.client_v6.ip)
             for n in spec.networks:
                 for other_id, o in nets:
-                    _need(not n.overlaps(o),
-                          "tunnel %s network %s overlaps %s of tunnel %s" % (spec.id, n, o, other_id))
+                    _need(
+                        not n.overlaps(o),
+                        "tunnel %s network %s overlaps %s of tunnel %s" % (spec.id, n, o, other_id),
+                    )
                 nets.append((spec.id, n))
             tunnels.append(spec)
         cfg.accounts.append(Account(username=user, password_md5=pmd5, tunnels=tunnels))

@@ -183,8 +183,12 @@ class PopState:
         if tunnel is not None:
             tunnel.drops[family][reason] += 1
         if reason != "multicast":
-            self.last_drop = {"family": family, "reason": reason, "source": source,
-                              "tunnel": tunnel.spec.id if tunnel is not None else None}
+            self.last_drop = {
+                "family": family,
+                "reason": reason,
+                "source": source,
+                "tunnel": tunnel.spec.id if tunnel is not None else None,
+            }
             if tunnel is not None:
                 tunnel.last_drop = self.last_drop
 

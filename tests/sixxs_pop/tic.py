@@ -14,7 +14,7 @@ before it is dropped); every command gets one status line "<code> <text>", 2xx s
     C: authenticate md5 <md5hex(challenge + md5hex(password))>
                                                               200 Successfully logged in ...
                                                               400 Login failed ...
-    C: tunnel list                                            201 / "<id> <ipv6> <ipv4|heartbeat|ayiya> <pop>" / 202
+    C: tunnel list                                            201, "<id> <ipv6> <ipv4> <pop>"..., 202
     C: tunnel show <id>                                       201 / "Key: value" lines / 202
     C: pop list | pop show <pop id>
     C: QUIT [words]                                           200 Thank you ... (then close)
@@ -127,8 +127,11 @@ class TicSession:
     def _command(self, words):
         cmd = words[0].lower()
         sub = words[1].lower() if len(words) > 1 else ""
-        self._note(cmd if cmd not in ("get", "tunnel", "pop", "challenge", "authenticate")
-                   else "%s %s" % (cmd, sub[:16]))
+        self._note(
+            cmd
+            if cmd not in ("get", "tunnel", "pop", "challenge", "authenticate")
+            else "%s %s" % (cmd, sub[:16])
+        )
         if cmd == "quit":
             self._end("quit")
             return [("line", "200 Thank you for using this SixXS-style TIC service"), ("close", None)]
@@ -153,7 +156,9 @@ class TicSession:
         if self.stage != "initial":
             return self._fail("Client identity must be given before logging in")
         if len(words) < 2 or not words[1].upper().startswith("TIC/"):
-            return self._fail("Client identity must be 'client TIC/<version> <name>/<version> <os>/<version>'")
+            return self._fail(
+                "Client identity must be 'client TIC/<version> <name>/<version> <os>/<version>'"
+            )
         self.record["client"] = " ".join(words[1:])[:120]
         return self._ok("Client Identity accepted")
 
@@ -218,8 +223,10 @@ class TicSession:
         self.record["auth"] = "ok"
         self.pop.tic_count("auth_ok")
         self.pop.log("tic %s: %s logged in%s" % (self.peer, acct.username, " (TLS)" if self.tls else ""))
-        return self._ok("Successfully logged in using md5 as %s (%s) at %d"
-                        % (acct.username, self.peer, int(self.pop.wall())))
+        return self._ok(
+            "Successfully logged in using md5 as %s (%s) at %d"
+            % (acct.username, self.peer, int(self.pop.wall()))
+        )
 
     def _need_login(self):
         if self.stage != "logged":
@@ -331,7 +338,9 @@ class TicServer:
         self.sock = s
         self.thread = threading.Thread(target=self._accept_loop, name="tic", daemon=True)
         self.thread.start()
-        self.pop.log("tic listening on %s:%d (tls %s)" % (self.cfg.listen, self.cfg.tic_port, self.cfg.tic_tls))
+        self.pop.log(
+            "tic listening on %s:%d (tls %s)" % (self.cfg.listen, self.cfg.tic_port, self.cfg.tic_tls)
+        )
 
     def stop(self):
         self._stop = True
@@ -425,7 +434,7 @@ class TicServer:
                         sess._end("line too long")
                         return
                     break
-                line, buf = buf[:i], buf[i + 1:]
+                line, buf = buf[:i], buf[i + 1 :]
                 actions = sess.feed_line(line)
                 _send(sock, actions)
                 if any(k == "starttls" for k, _v in actions):

@@ -126,8 +126,9 @@ def tic_md5_response(challenge, password_md5):
 
 def ayiya_header(identity16, opcode, next_header, epoch):
     """The first 24 bytes (header + identity)."""
-    return struct.pack("!BBBBI", 0x41, 0x52, 0x10 | (opcode & 0x0F), next_header & 0xFF,
-                       epoch & 0xFFFFFFFF) + bytes(identity16)
+    return struct.pack(
+        "!BBBBI", 0x41, 0x52, 0x10 | (opcode & 0x0F), next_header & 0xFF, epoch & 0xFFFFFFFF
+    ) + bytes(identity16)
 
 
 def ayiya_build(identity16, opcode, next_header, epoch, payload, key_sha1):

@@ -23,8 +23,20 @@ import hmac
 
 MAX_DIGEST_RESPONSE = 4096  # RFC 2831: a digest-response is less than 4096 bytes
 _TOKEN_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~")
-_SINGLE = {"username", "realm", "nonce", "cnonce", "nc", "qop", "digest-uri", "response",
-           "maxbuf", "charset", "cipher", "authzid"}
+_SINGLE = {
+    "username",
+    "realm",
+    "nonce",
+    "cnonce",
+    "nc",
+    "qop",
+    "digest-uri",
+    "response",
+    "maxbuf",
+    "charset",
+    "cipher",
+    "authzid",
+}
 
 
 class AuthError(ValueError):
@@ -39,10 +51,21 @@ def _hexmd5(data):
     return hashlib.md5(data).hexdigest()
 
 
-def digest_response(username, realm, password, nonce, cnonce, digest_uri, nc="00000001",
-                    qop="auth", authzid=None, for_rspauth=False):
+def digest_response(
+    username,
+    realm,
+    password,
+    nonce,
+    cnonce,
+    digest_uri,
+    nc="00000001",
+    qop="auth",
+    authzid=None,
+    for_rspauth=False,
+):
     """The 32 hex digits of an RFC 2831 response-value (for_rspauth: the server's rspauth).
     Text arguments are encoded as UTF-8."""
+
     def b(s):
         return s.encode("utf-8") if isinstance(s, str) else bytes(s)
 
@@ -50,8 +73,19 @@ def digest_response(username, realm, password, nonce, cnonce, digest_uri, nc="00
     if authzid:
         a1 += b":" + b(authzid)
     a2 = (b"" if for_rspauth else b"AUTHENTICATE") + b":" + b(digest_uri)
-    kd = (_hexmd5(a1).encode() + b":" + b(nonce) + b":" + b(nc) + b":" + b(cnonce) + b":" + b(qop)
-          + b":" + _hexmd5(a2).encode())
+    kd = (
+        _hexmd5(a1).encode()
+        + b":"
+        + b(nonce)
+        + b":"
+        + b(nc)
+        + b":"
+        + b(cnonce)
+        + b":"
+        + b(qop)
+        + b":"
+        + _hexmd5(a2).encode()
+    )
     return _hexmd5(kd)
 
 
@@ -140,11 +174,13 @@ def b64line(data):
 
 
 def parse_plain(data):
-    """SASL PLAIN message -> (authzid, username, password). Trailing CR/LF/NUL ignored."""
+    """SASL PLAIN message -> (authzid, username, password). Trailing CR/LF ignored."""
     msg = bytes(data)
     while msg[-1:] in (b"\r", b"\n"):
         msg = msg[:-1]
     parts = msg.split(b"\x00")
+    if len(parts) > 3 and not any(parts[:-3]):
+        parts = parts[-3:]  # stray NULs before it (a C string terminator of the line before)
     if len(parts) != 3:
         raise AuthError("PLAIN message must be [authzid] NUL username NUL password")
     try:
@@ -173,8 +209,9 @@ class DigestServer:
         return "<DigestServer realm=%s>" % self.realm
 
     def challenge(self):
-        return ('realm="%s",nonce="%s",qop="auth",algorithm=md5-sess,charset=utf-8'
-                % (self.realm, self.nonce)).encode()
+        return (
+            'realm="%s",nonce="%s",qop="auth",algorithm=md5-sess,charset=utf-8' % (self.realm, self.nonce)
+        ).encode()
 
     def verify(self, response, lookup):
         d = parse_digest_directives(response)
@@ -211,10 +248,21 @@ class DigestServer:
             # compute anyway so unknown users cost the same
             digest_response(user, realm, "", self.nonce, d["cnonce"], d["digest-uri"], d["nc"], qop, authzid)
             raise AuthError("unknown user or wrong password")
-        want = digest_response(user, realm, password, self.nonce, d["cnonce"], d["digest-uri"],
-                               d["nc"], qop, authzid)
+        want = digest_response(
+            user, realm, password, self.nonce, d["cnonce"], d["digest-uri"], d["nc"], qop, authzid
+        )
         if not hmac.compare_digest(want, resp):
             raise AuthError("unknown user or wrong password")
-        rsp = digest_response(user, realm, password, self.nonce, d["cnonce"], d["digest-uri"],
-                              d["nc"], qop, authzid, for_rspauth=True)
+        rsp = digest_response(
+            user,
+            realm,
+            password,
+            self.nonce,
+            d["cnonce"],
+            d["digest-uri"],
+            d["nc"],
+            qop,
+            authzid,
+            for_rspauth=True,
+        )
         return user, ("rspauth=" + rsp).encode()

@@ -9,7 +9,7 @@ Document shape (every key optional; defaults shown)::
       "listen": "203.0.113.18",          # IPv4: TSP over UDP/TCP, proto-41 endpoint, server
                                          #   IPv4 in offers (the lab's broker address)
       "listen6": null,                   # IPv6: TSP over IPv6 and the v4v6 tunnel endpoint
-      "port": 3653, "udp": true, "tcp": true,
+      "port": 3653, "udp": true, "tcp": true,   # port 0: any free one (see ping's "ports")
       "versions": ["2.0.2", "2.0.1", "2.0.0"],   # others are answered with 302
       "tunnel_types": ["v6v4", "v6udpv4", "v4v6"],   # CAPABILITY TUNNEL=..., in this order
       "auth": ["DIGEST-MD5", "PLAIN", "ANONYMOUS"],  # CAPABILITY AUTH=..., in this order
@@ -118,11 +118,34 @@ def example_config(**overrides):
 
 
 _KEYS = {
-    "listen", "listen6", "port", "udp", "tcp", "versions", "tunnel_types", "auth", "realm",
-    "server_names", "accounts", "tunnel_prefix", "anonymous_address", "prefix_pool",
-    "prefix_lengths", "anonymous_prefix", "prefix_text", "tunnel_prefix4", "prefix_pool4",
-    "prefix_lengths4", "lifetime", "mtu", "keepalive_interval", "v6v4_endpoint", "tun_name",
-    "tun_mtu", "max_tunnels", "session_timeout",
+    "listen",
+    "listen6",
+    "port",
+    "udp",
+    "tcp",
+    "versions",
+    "tunnel_types",
+    "auth",
+    "realm",
+    "server_names",
+    "accounts",
+    "tunnel_prefix",
+    "anonymous_address",
+    "prefix_pool",
+    "prefix_lengths",
+    "anonymous_prefix",
+    "prefix_text",
+    "tunnel_prefix4",
+    "prefix_pool4",
+    "prefix_lengths4",
+    "lifetime",
+    "mtu",
+    "keepalive_interval",
+    "v6v4_endpoint",
+    "tun_name",
+    "tun_mtu",
+    "max_tunnels",
+    "session_timeout",
 }
 
 
@@ -132,8 +155,10 @@ def _need(cond, msg):
 
 
 def _int(value, name, lo, hi):
-    _need(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
-          "%s must be an integer in %d..%d" % (name, lo, hi))
+    _need(
+        isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
+        "%s must be an integer in %d..%d" % (name, lo, hi),
+    )
     return value
 
 
@@ -182,14 +207,16 @@ def parse_config(obj):
             c.listen6 = str(ipaddress.IPv6Address(_text(get("listen6"), "listen6")))
         except ValueError:
             raise TspBrokerConfigError("listen6 must be an IPv6 address")
-    c.port = _int(get("port", c.port), "port", 1, 65535)
+    c.port = _int(get("port", c.port), "port", 0, 65535)  # 0: any free port (tests)
     c.udp = _bool(get("udp", c.udp), "udp")
     c.tcp = _bool(get("tcp", c.tcp), "tcp")
     _need(c.udp or c.tcp, "at least one of udp and tcp must be on")
     versions = _list(get("versions", c.versions), "versions")
     for v in versions:
-        _need(isinstance(v, str) and v in VERSIONS,
-              "versions: %r is not a TSP version (%s)" % (v, ", ".join(VERSIONS)))
+        _need(
+            isinstance(v, str) and v in VERSIONS,
+            "versions: %r is not a TSP version (%s)" % (v, ", ".join(VERSIONS)),
+        )
     c.versions = list(versions)
     types = _list(get("tunnel_types", c.tunnel_types), "tunnel_types")
     _need(types, "tunnel_types must not be empty")
@@ -220,11 +247,11 @@ def parse_config(obj):
         pw = _text(a.get("password"), where + ".password")
         c.accounts.append(Account(user, pw))
 
-    c.tunnel_prefix = _net(get("tunnel_prefix", str(c.tunnel_prefix)), "tunnel_prefix",
-                           ipaddress.IPv6Network)
+    c.tunnel_prefix = _net(get("tunnel_prefix", str(c.tunnel_prefix)), "tunnel_prefix", ipaddress.IPv6Network)
     _need(c.tunnel_prefix.prefixlen <= 112, "tunnel_prefix must be /112 or shorter")
-    c.anonymous_address = _choice(get("anonymous_address", c.anonymous_address),
-                                  "anonymous_address", ("sequential", "ipv4-port"))
+    c.anonymous_address = _choice(
+        get("anonymous_address", c.anonymous_address), "anonymous_address", ("sequential", "ipv4-port")
+    )
     if c.anonymous_address == "ipv4-port":
         _need(c.tunnel_prefix.prefixlen <= 64, "anonymous_address ipv4-port needs a /64 tunnel_prefix")
     c.prefix_pool = _net(get("prefix_pool", str(c.prefix_pool)), "prefix_pool", ipaddress.IPv6Network)
@@ -235,8 +262,9 @@ def parse_config(obj):
     c.prefix_lengths = sorted(set(lens))
     c.anonymous_prefix = _bool(get("anonymous_prefix", c.anonymous_prefix), "anonymous_prefix")
     c.prefix_text = _choice(get("prefix_text", c.prefix_text), "prefix_text", ("groups", "address"))
-    c.tunnel_prefix4 = _net(get("tunnel_prefix4", str(c.tunnel_prefix4)), "tunnel_prefix4",
-                            ipaddress.IPv4Network)
+    c.tunnel_prefix4 = _net(
+        get("tunnel_prefix4", str(c.tunnel_prefix4)), "tunnel_prefix4", ipaddress.IPv4Network
+    )
     _need(c.tunnel_prefix4.prefixlen <= 30, "tunnel_prefix4 must be /30 or shorter")
     c.prefix_pool4 = _net(get("prefix_pool4", str(c.prefix_pool4)), "prefix_pool4", ipaddress.IPv4Network)
     _need(not c.prefix_pool4.overlaps(c.tunnel_prefix4), "prefix_pool4 overlaps tunnel_prefix4")
@@ -249,11 +277,12 @@ def parse_config(obj):
         c.mtu = _int(get("mtu"), "mtu", 1280, 65535)
     if get("keepalive_interval") is not None:
         c.keepalive_interval = _int(get("keepalive_interval"), "keepalive_interval", 0, 86400)
-    c.v6v4_endpoint = _choice(get("v6v4_endpoint", c.v6v4_endpoint), "v6v4_endpoint",
-                              ("seen", "declared"))
+    c.v6v4_endpoint = _choice(get("v6v4_endpoint", c.v6v4_endpoint), "v6v4_endpoint", ("seen", "declared"))
     c.tun_name = _text(get("tun_name", c.tun_name), "tun_name")
-    _need(len(c.tun_name) <= 15 and all(ch not in c.tun_name for ch in "/: \t"),
-          "tun_name must be a Linux interface name (at most 15 characters)")
+    _need(
+        len(c.tun_name) <= 15 and all(ch not in c.tun_name for ch in "/: \t"),
+        "tun_name must be a Linux interface name (at most 15 characters)",
+    )
     c.tun_mtu = _int(get("tun_mtu", c.tun_mtu), "tun_mtu", 1280, 65515)
     c.max_tunnels = _int(get("max_tunnels", c.max_tunnels), "max_tunnels", 1, 1 << 20)
     c.session_timeout = _int(get("session_timeout", c.session_timeout), "session_timeout", 1, 86400)

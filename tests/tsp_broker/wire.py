@@ -52,6 +52,7 @@ class WireError(ValueError):
 
 # ------------------------------------------------------------------ reliable-UDP header
 
+
 def is_control(datagram):
     return len(datagram) >= 8 and datagram[0] >> 4 == 0xF
 
@@ -72,6 +73,7 @@ def control_header(seq, ts):
 
 # ------------------------------------------------------------------ messages
 
+
 def status(code, text=None):
     return ("%d %s\r\n" % (code, text if text is not None else STATUS_TEXT.get(code, "Error"))).encode()
 
@@ -87,13 +89,18 @@ def capability(tunnel_types, mechanisms):
     return (" ".join(parts) + "\r\n").encode()
 
 
-def _strip_nul(b):
-    s, e = 0, len(b)
-    while s < e and b[s] == 0:
-        s += 1
-    while e > s and b[e - 1] == 0:
+def _lstrip_nul(b):
+    i = 0
+    while i < len(b) and b[i] == 0:
+        i += 1
+    return b[i:]
+
+
+def _rstrip_nul(b):
+    e = len(b)
+    while e and b[e - 1] == 0:
         e -= 1
-    return b[s:e]
+    return b[:e]
 
 
 def _content_length(line):
@@ -111,19 +118,21 @@ def _content_length(line):
 
 def decode_udp_message(payload):
     """One UDP message (payload after the header) -> (kind, body):
-    ('empty', b'') | ('framed', body) | ('line', line-without-CRLF)."""
-    data = _strip_nul(bytes(payload))
-    if not data:
+    ('empty', b'') | ('framed', body) | ('line', line-without-CRLF).
+    Trailing NULs (C string terminators) are dropped; a line keeps leading NULs
+    (a SASL PLAIN message starts with one)."""
+    data = _rstrip_nul(bytes(payload))
+    if not _lstrip_nul(data):
         return "empty", b""
     if len(data) > MAX_MESSAGE + 32:
         raise WireError("message larger than %d bytes" % MAX_MESSAGE)
     nl = data.find(b"\n")
     first = data if nl < 0 else data[:nl]
-    n = _content_length(first.rstrip(b"\r"))
+    n = _content_length(_lstrip_nul(first).rstrip(b"\r"))
     if n is not None:
         if nl < 0:
             raise WireError("Content-length header without a line end")
-        body = data[nl + 1:]
+        body = data[nl + 1 :]
         if len(body) < n:
             raise WireError("truncated message: Content-length %d, got %d bytes" % (n, len(body)))
         if body[n:].strip(b" \t\r\n"):
@@ -142,12 +151,11 @@ def decode_udp_message(payload):
 
 def split_stream(buf):
     """One message from the front of a TCP buffer: ((kind, body), rest) or None when more
-    bytes are needed; WireError when it can never become valid."""
-    i = 0
-    while i < len(buf) and buf[i] == 0:
-        i += 1
-    buf = buf[i:]
-    if not buf:
+    bytes are needed; WireError when it can never become valid. NULs between messages
+    (gogoCLIENT sends C strings with their terminator) are skipped before a
+    Content-length header; a line keeps them (the session decides)."""
+    stripped = _lstrip_nul(buf)
+    if not stripped:
         return None
     nl = buf.find(b"\n")
     if nl < 0:
@@ -155,15 +163,15 @@ def split_stream(buf):
             raise WireError("line longer than %d bytes" % MAX_LINE)
         return None
     first = buf[:nl].rstrip(b"\r")
-    n = _content_length(first)
+    n = _content_length(_lstrip_nul(first))
     if n is not None:
         end = nl + 1 + n
         if len(buf) < end:
             return None
-        return ("framed", bytes(buf[nl + 1:end])), buf[end:]
+        return ("framed", bytes(buf[nl + 1 : end])), buf[end:]
     if len(first) > MAX_LINE:
         raise WireError("line longer than %d bytes" % MAX_LINE)
-    return ("line", bytes(first)), buf[nl + 1:]
+    return ("line", bytes(first)), buf[nl + 1 :]
 
 
 def line_text(line):
@@ -177,6 +185,7 @@ def line_text(line):
 
 
 # ------------------------------------------------------------------ the client's XML
+
 
 def _parse_xml(body):
     if len(body) > MAX_MESSAGE:
@@ -197,8 +206,10 @@ def _addr(el, kind, what):
             return ipaddress.IPv4Address(text)
         return ipaddress.IPv6Address(text)
     except ValueError:
-        raise WireError("%s is not an %s address" % (what, "IPv4" if kind == "ipv4" else "IPv6"),
-                        501 if kind == "ipv4" else 502)
+        raise WireError(
+            "%s is not an %s address" % (what, "IPv4" if kind == "ipv4" else "IPv6"),
+            501 if kind == "ipv4" else 502,
+        )
 
 
 def parse_tunnel_xml(body):
@@ -212,9 +223,19 @@ def parse_tunnel_xml(body):
     action = (root.get("action") or "").lower()
     if not action:
         raise WireError("<tunnel> has no action")
-    req = {"action": action, "type": (root.get("type") or "").lower(), "proxy": root.get("proxy"),
-           "ipv4": None, "ipv6": None, "dn": None, "keepalive_interval": None,
-           "keepalive_address": None, "router": False, "prefix_len": None, "dns_names": []}
+    req = {
+        "action": action,
+        "type": (root.get("type") or "").lower(),
+        "proxy": root.get("proxy"),
+        "ipv4": None,
+        "ipv6": None,
+        "dn": None,
+        "keepalive_interval": None,
+        "keepalive_address": None,
+        "router": False,
+        "prefix_len": None,
+        "dns_names": [],
+    }
     client = root.find("client")
     if client is None:
         if action == "create":
@@ -259,6 +280,7 @@ def parse_tunnel_xml(body):
 
 # ------------------------------------------------------------------ the broker's XML
 
+
 def _esc(s):
     return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
@@ -292,13 +314,17 @@ def offer_xml(t):
         if t.get("client_" + k):
             out.append('\t\t<address type="%s">%s</address>\r\n' % (k, t["client_" + k]))
     if t.get("prefix"):
-        out.append('\t\t<router>\r\n\t\t\t<prefix length="%d">%s</prefix>\r\n\t\t</router>\r\n'
-                   % (t["prefix_len"], t["prefix_text"]))
+        out.append(
+            '\t\t<router>\r\n\t\t\t<prefix length="%d">%s</prefix>\r\n\t\t</router>\r\n'
+            % (t["prefix_len"], t["prefix_text"])
+        )
     if t.get("keepalive_interval") is not None and t.get("keepalive_address"):
         ka = t["keepalive_address"]
         kind = "ipv4" if ":" not in ka else "ipv6"
-        out.append('\t\t<keepalive interval="%d">\r\n\t\t\t<address type="%s">%s</address>\r\n'
-                   "\t\t</keepalive>\r\n" % (t["keepalive_interval"], kind, ka))
+        out.append(
+            '\t\t<keepalive interval="%d">\r\n\t\t\t<address type="%s">%s</address>\r\n'
+            "\t\t</keepalive>\r\n" % (t["keepalive_interval"], kind, ka)
+        )
     out.append("\t</client>\r\n</tunnel>\r\n")
     return "".join(out).encode()
 

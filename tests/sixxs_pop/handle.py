@@ -1,0 +1,218 @@
+"""PopHandle: the test-side client of a running PoP's control socket, and start_pop()
+which runs the PoP inside a lab's broker namespace (modelled on tests.broker's
+BrokerHandle and Lab.start_broker)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+
+class PopError(RuntimeError):
+    """The PoP answered a control request with an error, or could not be reached."""
+
+
+class PopHandle:
+    """Talks to a PoP over its control socket (JSON lines). Works from any namespace.
+
+    Attributes: control_path, proc (Popen or None), config (dict as written), ca_file
+    (CA certificate that signed the TIC server's certificate, or None), log_path, workdir.
+    """
+
+    def __init__(self, control_path, proc=None, config=None, ca_file=None, log_path=None, workdir=None):
+        self.control_path = control_path
+        self.proc = proc
+        self.config = config
+        self.ca_file = ca_file
+        self.log_path = log_path
+        self.workdir = workdir
+
+    def __repr__(self):
+        return "PopHandle(%r, pid=%s)" % (self.control_path, self.proc.pid if self.proc else None)
+
+    # ---- transport ---------------------------------------------------------------------
+    def request(self, cmd, timeout=5.0, **args):
+        req = dict(args)
+        req["cmd"] = cmd
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(self.control_path)
+            s.sendall((json.dumps(req) + "\n").encode("utf-8"))
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        except OSError as exc:
+            raise PopError("PoP control socket %s: %s" % (self.control_path, exc))
+        finally:
+            s.close()
+        try:
+            resp = json.loads(buf.decode("utf-8"))
+        except ValueError:
+            raise PopError("PoP sent a malformed control answer: %r" % buf[:200])
+        if not resp.get("ok"):
+            raise PopError(resp.get("error", "unknown error"))
+        return resp.get("result")
+
+    # ---- commands ----------------------------------------------------------------------
+    def ping(self, timeout=2.0):
+        return self.request("ping", timeout=timeout)
+
+    def state(self):
+        """{'time', 'clock_offset', 'faults', 'totals', 'drops': {family: {reason: n}},
+        'last_drop', 'tic': {sessions, auth_ok, auth_failed, tunnel_shows, starttls, refused,
+        recent: [session records]}, 'tunnels': {id: {type, endpoint, port, endpoint_moves,
+        last_seen, heartbeats, ayiya_opcodes, echo_replies, rx/tx, drops, last_drop ...}}}"""
+        return self.request("state")
+
+    def tunnel(self, tid):
+        return self.state()["tunnels"][str(tid)]
+
+    def set_fault(self, tic=None, ayiya_drop=None, heartbeat_drop=None, proto41_drop=None):
+        args = {}
+        for k, v in (
+            ("tic", tic),
+            ("ayiya_drop", ayiya_drop),
+            ("heartbeat_drop", heartbeat_drop),
+            ("proto41_drop", proto41_drop),
+        ):
+            if v is not None:
+                args[k] = v
+        return self.request("set_fault", **args)
+
+    def set_clock_offset(self, seconds):
+        return self.request("set_clock_offset", seconds=seconds)
+
+    def set_endpoint(self, tunnel_id, ip, port=None):
+        return self.request("set_endpoint", tunnel=str(tunnel_id), ip=ip, port=port)
+
+    def reset_counters(self):
+        return self.request("reset_counters")
+
+    def send_ayiya(self, tunnel_id, **kw):
+        """PoP -> client datagram (see server.py for the keywords). Returns {'to', 'hex'}."""
+        return self.request("send_ayiya", tunnel=str(tunnel_id), **kw)
+
+    def recent_ayiya(self, tunnel_id):
+        """The last authentic AYIYA datagrams from the client: [{'time', 'ip', 'port', 'hex'}]."""
+        return self.request("recent_ayiya", tunnel=str(tunnel_id))
+
+    def wait_until(self, predicate, timeout=5.0, interval=0.05):
+        """Poll state() until predicate(state) is true; returns the state, or raises PopError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.state()
+            if predicate(st):
+                return st
+            if time.monotonic() >= deadline:
+                raise PopError("condition not met within %.1f s" % timeout)
+            time.sleep(interval)
+
+    def log_text(self):
+        if not self.log_path:
+            return ""
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self, timeout=3.0):
+        """Ask the PoP to quit; terminate/kill its process if it does not."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            self.request("quit", timeout=1.0)
+        except PopError:
+            pass
+        try:
+            proc.wait(timeout)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        proc.terminate()
+        try:
+            proc.wait(2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(2)
+
+    def wait_ready(self, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise PopError(
+                    "PoP exited with status %s:\n%s" % (self.proc.returncode, self.log_text()[-3000:])
+                )
+            if os.path.exists(self.control_path):
+                try:
+                    return self.ping(timeout=1.0)
+                except PopError as exc:
+                    last = exc
+            time.sleep(0.02)
+        raise PopError("PoP not ready within %.0f s (%s):\n%s" % (timeout, last, self.log_text()[-3000:]))
+
+
+def start_pop(lab, cfg=None, tls=None, timeout=10.0, ns="broker"):
+    """Start tests.sixxs_pop in the lab's `ns` namespace (default: broker); wait until its
+    control socket answers. Returns a PopHandle; the PoP is stopped on lab teardown.
+
+    cfg: dict (tests.sixxs_pop.config format; default example_config()). When tic_tls is
+    not 'off' and no cert/key is given, a throwaway CA and a server certificate for the
+    broker address (203.0.113.18) are made; handle.ca_file is the CA to trust. tls=False
+    forces tic_tls 'off'; tls=True forces 'offer' when the config said 'off'."""
+    from tests.broker import make_test_ca
+    from tests.lab.lab import REPO_ROOT
+
+    from .config import example_config
+
+    cfg = json.loads(json.dumps(cfg if cfg is not None else example_config()))
+    if tls is False:
+        cfg["tic_tls"] = "off"
+    elif tls and cfg.get("tic_tls", "offer") == "off":
+        cfg["tic_tls"] = "offer"
+    pops = getattr(lab, "_sixxs_pops", None)
+    if pops is None:
+        pops = lab._sixxs_pops = []
+    n = len(pops)
+    ca_file = None
+    if cfg.get("tic_tls", "offer") != "off" and not (cfg.get("cert") and cfg.get("key")):
+        certs = make_test_ca(
+            os.path.join(lab.workdir, "sixxs-tls-%d" % n),
+            ip=lab.addrs["broker"],
+            dns_names=("tic.sixxs.test",),
+        )
+        cfg["cert"], cfg["key"], ca_file = certs["cert_file"], certs["key_file"], certs["ca_file"]
+    cfile = os.path.join(lab.workdir, "sixxs_pop%d.json" % n)
+    fd = os.open(cfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(cfg, f)
+    ctl = os.path.join(lab.workdir, "sixxs_pop%d.sock" % n)
+    logf = os.path.join(lab.workdir, "sixxs_pop%d.log" % n)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with open(logf, "wb") as lf:
+        proc = lab.popen(
+            ns,
+            [sys.executable, "-m", "tests.sixxs_pop", "--config", cfile, "--control", ctl],
+            stdout=lf,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO_ROOT,
+        )
+    h = PopHandle(ctl, proc=proc, config=cfg, ca_file=ca_file, log_path=logf, workdir=lab.workdir)
+    pops.append(h)
+    # graceful stop at teardown (Lab.teardown stops everything in its broker list; the
+    # process is also tracked by lab.popen and killed there if it does not quit)
+    brokers = getattr(lab, "_brokers", None)
+    if isinstance(brokers, list):
+        brokers.append(h)
+    h.wait_ready(timeout)
+    return h

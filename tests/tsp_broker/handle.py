@@ -1,0 +1,242 @@
+"""Starting a reference TSP broker and talking to its control socket.
+
+h = start_tsp_broker(lab, cfg)        # in the lab's broker namespace; stopped on teardown
+h = spawn_tsp_broker(cfg, workdir)    # on this host (e.g. 127.0.0.1, --no-dataplane)
+h.state()["tunnels"], h.set_fault(busy=True), h.wait_tunnel(active=True), h.stop()
+"""
+
+import ipaddress
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from .config import example_config
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class TspBrokerError(RuntimeError):
+    """The broker answered a control request with an error, or could not be reached."""
+
+
+class TspBrokerHandle:
+    """Control-socket client of a running broker (works from any namespace).
+
+    Attributes: control_path, proc (Popen or None), config (dict as written), log_path."""
+
+    def __init__(self, control_path, proc=None, config=None, log_path=None):
+        self.control_path = control_path
+        self.proc = proc
+        self.config = config
+        self.log_path = log_path
+
+    def __repr__(self):
+        return "TspBrokerHandle(%r, pid=%s)" % (self.control_path, self.proc.pid if self.proc else None)
+
+    def request(self, cmd, timeout=5.0, **args):
+        req = dict(args)
+        req["cmd"] = cmd
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        buf = b""
+        try:
+            s.connect(self.control_path)
+            s.sendall((json.dumps(req) + "\n").encode("utf-8"))
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        except OSError as exc:
+            raise TspBrokerError("TSP broker control socket %s: %s" % (self.control_path, exc))
+        finally:
+            s.close()
+        try:
+            resp = json.loads(buf.decode("utf-8"))
+        except ValueError:
+            raise TspBrokerError("TSP broker sent a malformed control answer: %r" % buf[:200])
+        if not resp.get("ok"):
+            raise TspBrokerError(resp.get("error", "unknown error"))
+        return resp.get("result")
+
+    # ---- commands ----------------------------------------------------------------------
+    def ping(self, timeout=2.0):
+        """{'pid', 'ports': {'udp', 'tcp'}, 'dataplane': bool}"""
+        return self.request("ping", timeout=timeout)
+
+    def state(self):
+        """{'tunnels': {id: {id, user, type, requested_type, transport, declared, seen,
+        endpoint, nat, client_ipv6, server_ipv6, client_ipv4, server_ipv4, prefix,
+        keepalive_interval, keepalive_address, created, accepted, active, rx_packets,
+        rx_bytes, tx_packets, tx_bytes, last_rx, last_tx, drops}}, 'sessions': [{transport,
+        peer, state, version, auth, user, tunnel, result, messages, started, last}],
+        'counters': {control_in, control_out, duplicates, dropped_in, dropped_out, stale,
+        messages, sessions, restarts, tcp_connections, faults_applied, ...},
+        'answers': {code: n}, 'drops': {reason: n}, 'faults': {...}, 'ports', 'dataplane'}"""
+        return self.request("state")
+
+    def tunnels(self, **match):
+        """Tunnels (list of dicts) whose fields equal every keyword given."""
+        return [t for t in self.state()["tunnels"].values() if all(t.get(k) == v for k, v in match.items())]
+
+    def set_fault(self, **faults):
+        """See tests.tsp_broker.server: drop / drop_in / drop_out (int), refuse_auth,
+        busy (True or a code), redirect (list or dict), status (dict), raw (dict with
+        data_b64), clear (True)."""
+        return self.request("set_fault", **faults)
+
+    def clear_faults(self):
+        return self.request("set_fault", clear=True)
+
+    def reset_counters(self):
+        return self.request("reset_counters")
+
+    def wait_until(self, predicate, timeout=5.0, interval=0.05):
+        """Poll state() until predicate(state) is true; returns the state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.state()
+            if predicate(st):
+                return st
+            if time.monotonic() >= deadline:
+                raise TspBrokerError("condition not met within %.1f s" % timeout)
+            time.sleep(interval)
+
+    def wait_tunnel(self, timeout=5.0, **match):
+        """Wait for a tunnel matching the keywords (e.g. active=True, user='alice')."""
+        st = self.wait_until(
+            lambda s: any(all(t.get(k) == v for k, v in match.items()) for t in s["tunnels"].values()),
+            timeout,
+        )
+        return [t for t in st["tunnels"].values() if all(t.get(k) == v for k, v in match.items())][0]
+
+    def log_text(self):
+        if not self.log_path:
+            return ""
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self, timeout=3.0):
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            self.request("quit", timeout=1.0)
+        except TspBrokerError:
+            pass
+        try:
+            proc.wait(timeout)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        proc.terminate()
+        try:
+            proc.wait(2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(2)
+
+    def wait_ready(self, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise TspBrokerError(
+                    "TSP broker exited with status %s:\n%s" % (self.proc.returncode, self.log_text()[-3000:])
+                )
+            if os.path.exists(self.control_path):
+                try:
+                    return self.ping(timeout=1.0)
+                except TspBrokerError as exc:
+                    last = exc
+            time.sleep(0.02)
+        raise TspBrokerError(
+            "TSP broker not ready within %.0f s (%s):\n%s" % (timeout, last, self.log_text()[-3000:])
+        )
+
+
+def _write_config(cfg, path):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds passwords
+    with os.fdopen(fd, "w") as f:
+        json.dump(cfg, f)
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def spawn_tsp_broker(cfg, workdir, dataplane=False, netns=None, name="tspbroker", timeout=10.0):
+    """Start a broker on this host (or in `netns` via ip netns exec). The caller stops it
+    (handle.stop()). Returns a ready TspBrokerHandle."""
+    cfile = os.path.join(workdir, name + ".json")
+    ctl = os.path.join(workdir, name + ".sock")
+    logf = os.path.join(workdir, name + ".log")
+    _write_config(cfg, cfile)
+    argv = [sys.executable, "-m", "tests.tsp_broker", "--config", cfile, "--control", ctl]
+    if not dataplane:
+        argv.append("--no-dataplane")
+    if netns:
+        argv = ["ip", "netns", "exec", netns] + argv
+    with open(logf, "wb") as lf:
+        proc = subprocess.Popen(
+            argv,
+            stdout=lf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_env(),
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+    h = TspBrokerHandle(ctl, proc=proc, config=cfg, log_path=logf)
+    try:
+        h.wait_ready(timeout)
+    except BaseException:
+        h.stop()
+        raise
+    return h
+
+
+def start_tsp_broker(lab, cfg=None, dataplane=True, timeout=10.0):
+    """Start tests.tsp_broker in `lab`'s broker namespace and wait until it answers.
+
+    cfg: dict (tests.tsp_broker.config format; default example_config()). When `listen`
+    is another address of the broker's 203.0.113.16/28 link (e.g. .19 for a second
+    broker to redirect to), it is added to the broker's inet0 first. `listen6` must
+    already be reachable (the caller sets up IPv6 on the path for v4v6). A second broker
+    in the same lab gets tun_name tsp1, tsp2, ... unless cfg names one; give it its own
+    tunnel_prefix / prefix_pool too (both brokers route their pools in one namespace).
+    Returns a TspBrokerHandle; the broker is stopped on lab teardown."""
+    cfg = json.loads(json.dumps(cfg if cfg is not None else example_config()))
+    ours = [b for b in getattr(lab, "_brokers", []) if isinstance(b, TspBrokerHandle)]
+    if "tun_name" not in cfg and ours:
+        cfg["tun_name"] = "tsp%d" % len(ours)  # a second broker in the namespace needs its own
+    listen = cfg.get("listen", "203.0.113.18")
+    link = ipaddress.IPv4Network("203.0.113.16/28")
+    if ipaddress.IPv4Address(listen) in link:
+        have = lab.run("broker", ["ip", "-4", "-o", "addr", "show", "dev", "inet0"]).stdout
+        if " %s/" % listen not in have:
+            lab.run("broker", ["ip", "addr", "add", "%s/28" % listen, "dev", "inet0"])
+    n = len(getattr(lab, "_brokers", []))
+    name = "tspbroker%d" % n
+    cfile = os.path.join(lab.workdir, name + ".json")
+    ctl = os.path.join(lab.workdir, name + ".sock")
+    logf = os.path.join(lab.workdir, name + ".log")
+    _write_config(cfg, cfile)
+    argv = [sys.executable, "-m", "tests.tsp_broker", "--config", cfile, "--control", ctl]
+    if not dataplane:
+        argv.append("--no-dataplane")
+    with open(logf, "wb") as lf:
+        proc = lab.popen("broker", argv, stdout=lf, stderr=subprocess.STDOUT, env=_env(), cwd=REPO_ROOT)
+    h = TspBrokerHandle(ctl, proc=proc, config=cfg, log_path=logf)
+    if hasattr(lab, "_brokers"):
+        lab._brokers.append(h)  # Lab.teardown() stops every handle in this list
+    h.wait_ready(timeout)
+    return h
