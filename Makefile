@@ -6,7 +6,7 @@ STAMP := $(VENV)/.deps-stamp
 APT_PKGS := iproute2 nftables iputils-ping tcpdump radvd ndisc6 kmod openssl procps conntrack
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test test-unit test-micropython test-e2e lint mpy-check demo bench clean
+.PHONY: all deps venv test test-unit test-micropython test-e2e lint mpy-check demo bench ipk clean
 
 all: test
 
@@ -55,6 +55,10 @@ demo: deps venv
 bench: deps venv
 	$(PY) bench/startup.py
 	$(PY) bench/reconverge.py
+
+# An installable OpenWrt package (.ipk), built without the OpenWrt SDK.
+ipk:
+	python3 tools/mkipk.py --out dist
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

@@ -65,16 +65,21 @@ def check(path):
 
 
 class Daemon:
-    def __init__(self, path, foreground=False, verbose=False):
+    def __init__(self, path, foreground=False, verbose=False, netifd=None):
         self.path = path
         self.foreground = foreground
         self.verbose = verbose
+        self.netifd = netifd  # the netifd interface we report to (started by cpetunnel.sh)
+        self.ubus = None
+        self.reporter = None
         self.cfg = None
         self.sup = None
         self.loop = None
         self.control = None
 
     def run(self):
+        from .adapters.netifd import NetifdReporter
+        from .adapters.ubus import UbusService
         from .control import ControlServer
         from .loop import Loop
         from .supervisor import Supervisor
@@ -82,6 +87,11 @@ class Daemon:
         try:
             self.cfg = load_config(self.path)
         except ConfigProblems as exc:
+            if self.netifd:
+                # netifd shows the error on the interface and stops restarting us
+                rep = NetifdReporter(self.netifd)
+                rep.error("INVALID_CONFIG", *exc.problems[:3])
+                rep.block_restart()
             for p in exc.problems:
                 print("cpe-tunneld: %s" % p, file=sys.stderr)
             print("cpe-tunneld: not starting: fix the configuration (%s)" % self.path, file=sys.stderr)
@@ -94,13 +104,18 @@ class Daemon:
             return 0
         log.info("cpe-tunneld %s starting with %s", __version__, self.path)
         self.loop = loop = Loop()
+        methods = {
+            "status": lambda a: self.sup.status(),
+            "reconnect": self._reconnect,
+            "reload": lambda a: self.reload(),
+        }
         try:
-            self.sup = Supervisor(loop, self.cfg)
-            self.control = ControlServer(loop, g["control_socket"], {
-                "status": lambda a: self.sup.status(),
-                "reconnect": self._reconnect,
-                "reload": lambda a: self.reload(),
-            })
+            self.sup = Supervisor(loop, self.cfg, on_state=self._on_state)
+            self.control = ControlServer(loop, g["control_socket"], methods)
+            # The same methods as ubus object 'cpe_tunnel' where OpenWrt's binding exists.
+            self.ubus = UbusService(loop, methods, on_interface_event=self._on_iface)
+            if self.netifd:
+                self.reporter = NetifdReporter(self.netifd, bus=self.ubus)
         except OSError as exc:
             log.error("cannot start: %s", exc)
             return 1
@@ -116,8 +131,21 @@ class Daemon:
                 self.sup.stop()
             finally:
                 self.control.close()
+                self.ubus.close()
                 loop.close()
         return 0
+
+    def _on_state(self, status):
+        if self.ubus:
+            self.ubus.notify(status)
+        if self.reporter:
+            self.reporter.update(status)
+
+    def _on_iface(self, action, iface):
+        # netifd's network.interface events: a WAN going up or changing is a hint
+        # to re-read the WAN now (netlink tells us too; this is belt and braces).
+        if action in ("ifup", "ifupdate", "ifdown"):
+            self.sup.wan_hint()
 
     def _reconnect(self, args):
         self.sup.reconnect()
@@ -145,11 +173,13 @@ def main(argv=None):
     p.add_argument("-f", "--foreground", action="store_true", help="log to stderr instead of syslog")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    p.add_argument("--netifd", metavar="IFACE",
+                   help="started by netifd's cpetunnel handler: report addresses and prefix to IFACE")
     p.add_argument("--version", action="version", version="cpe-tunneld " + __version__)
     args = p.parse_args(argv)
     if args.check:
         return check(args.config)
-    return Daemon(args.config, args.foreground, args.verbose).run()
+    return Daemon(args.config, args.foreground, args.verbose, netifd=args.netifd).run()
 
 
 if __name__ == "__main__":

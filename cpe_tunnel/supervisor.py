@@ -201,10 +201,11 @@ class TunnelRunner:
         return dev, (ips[0] if ips else None)
 
     def _on_netlink(self):
-        events = self.monitor.read()
-        if not events:
-            return
-        now = self.loop.clock()
+        if self.monitor.read():
+            self.wan_hint(self.loop.clock())
+
+    def wan_hint(self, now):
+        """Something outside netlink (ubus, hotplug) says the WAN changed."""
         if self._debounce_first is None:
             self._debounce_first = now
         self._debounce_at = min(self._debounce_first + DEBOUNCE_MAX, now + DEBOUNCE_QUIET)
@@ -227,6 +228,7 @@ class TunnelRunner:
         self.sup.state_changed(now)
 
     def reconnect(self, now):
+        self._check_wan(now)  # hotplug's reconnect: re-read the WAN first
         if self.session:
             self.session.reconnect(now)
 
@@ -571,6 +573,10 @@ class Supervisor:
         self.cfg = cfg
         self._apply_lans(now, cfg)
         self.state_changed(now)
+
+    def wan_hint(self):
+        if self.tunnel and not self.tunnel.fatal:
+            self.tunnel.wan_hint(self.loop.clock())
 
     def reconnect(self):
         now = self.loop.clock()

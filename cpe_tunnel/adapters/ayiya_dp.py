@@ -74,6 +74,7 @@ MIN_FWD = HDR + 40  # a forward must carry at least an IPv6 header
 _pack_into = struct.pack_into
 _unpack_from = struct.unpack_from
 _RANGE = range(BATCH)
+STOP, EMPTY, MORE = 0, 1, 2  # what a drain call ended with
 
 
 def _ip4(text, what):
@@ -406,9 +407,10 @@ class UserspaceAyiya:
                 if rfd == stop_r:
                     return
 
-    def _tx_drain(self, fd, buf, mv, bufs, readv=os.readv, clock=time.time):
-        """Forward packets from the TUN until it is empty (True) or the plane stops
-        (False). readv/clock are parameters for the tests only."""
+    def _tx_drain(self, fd, buf, mv, bufs, batches=-1, readv=os.readv, clock=time.time):
+        """Forward packets from the TUN until it is empty (EMPTY), `batches` batches of
+        BATCH packets were done (MORE; -1: no limit) or the plane stops (STOP, false).
+        readv/clock are parameters for the tests only."""
         drops = self._tx_drops
         sha1 = hashlib.sha1
         key = self._key
@@ -442,25 +444,28 @@ class UserspaceAyiya:
                     except OSError as err:
                         sent, go = self._send_failed(err, sock, mv[:n])
                         if not go:
-                            return False
+                            return STOP
                         if not sent:
                             continue
                     cnt += 1
                     nbytes += m
             except (BlockingIOError, InterruptedError):
-                return True
+                return EMPTY
             except OSError as err:
                 if err.errno in (errno.EBADF, errno.EBADFD):
-                    return False  # closed under us
+                    return STOP  # closed under us
                 self._drop(drops, "TUN read error")
-                return True
+                return EMPTY
             finally:
                 if cnt:
                     self.tx_packets += cnt
                     self.tx_bytes += nbytes
                     self.last_tx = time.monotonic()
             if self._stopping:
-                return False
+                return STOP
+            batches -= 1
+            if batches == 0:
+                return MORE
 
     def _rx_loop(self):
         """network -> TUN."""
@@ -494,10 +499,10 @@ class UserspaceAyiya:
                         sock = new
                         poller.register(sock, select.POLLIN)
 
-    def _rx_drain(self, sock, fd, buf, mv, write=os.write, clock=time.time):
-        """Take datagrams from sock until it is empty (True) or the plane stops / the
-        socket was swapped (False / True: the caller re-polls). write/clock are
-        parameters for the tests only."""
+    def _rx_drain(self, sock, fd, buf, mv, batches=-1, write=os.write, clock=time.time):
+        """Take datagrams from sock until it is empty (EMPTY), `batches` batches were
+        done (MORE), the socket was swapped (EMPTY: the caller re-polls) or the plane
+        stops (STOP). write/clock are parameters for the tests only."""
         recv_into = sock.recv_into
         find = buf.find
         sha1 = hashlib.sha1
@@ -531,33 +536,36 @@ class UserspaceAyiya:
                                     write(fd, mv[HDR:n])
                                 except OSError as err:
                                     if err.errno in (errno.EBADF, errno.EBADFD):
-                                        return False
+                                        return STOP
                                     self._drop(self._rx_drops, "TUN write error")
                                     continue
                                 cnt += 1
                                 nbytes += n - HDR
                                 continue
                     if not self._rx_slow(sock, fd, mv[:n], wall, write):
-                        return False
+                        return STOP
             except (BlockingIOError, InterruptedError):
-                return True
+                return EMPTY
             except ConnectionRefusedError:
                 # an ICMP port unreachable from the PoP reported on the connected socket
                 self._drop(self._rx_drops, "tunnel server port unreachable (ICMP)")
             except OSError as err:
                 if err.errno in (errno.EBADF, errno.EBADFD):
-                    return False
+                    return STOP
                 self._drop(self._rx_drops, "socket read error")
-                return True
+                return EMPTY
             finally:
                 if cnt:
                     self.rx_packets += cnt
                     self.rx_bytes += nbytes
                     self.last_rx = time.monotonic()
             if self._stopping:
-                return False
+                return STOP
             if sock is not self._sock:
-                return True  # swapped: the caller re-registers on the wake pipe
+                return EMPTY  # swapped: the caller re-registers on the wake pipe
+            batches -= 1
+            if batches == 0:
+                return MORE
 
     def _rx_slow(self, sock, fd, pkt, wall, write):
         """Everything that is not a plain authentic forward: the core decides. Returns

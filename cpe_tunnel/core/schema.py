@@ -174,6 +174,10 @@ SCHEMA = [
                     Option("update_retry_max", "int", "900",
                            "Longest retry delay in seconds (retries back off up to this).",
                            modes=HTTP, lo=1, hi=86400),
+                    Option("locked", "string", None,
+                           "Options set by the ISP's provisioning (docs/OPENWRT.md); the web page "
+                           "shows them read-only. The daemon itself ignores this list.",
+                           is_list=True, example=["peeraddr", "tunnelid"]),
                 ], "one-enabled", example_name="he", shipped_values={"mode": "http-update"}),
     SectionType("lan", "A LAN interface that gets a /64 from the routed prefix and Router "
                 "Advertisements (RFC 4861) so hosts configure themselves (SLAAC). Zero or more.", [
@@ -748,6 +752,9 @@ def _tunnel_checks(ck, label, v, raw, mode):
         if p[1] > 64:
             ck.add("%s: option 'ip6prefix' = '%s/%d': a routed prefix must be /64 or shorter to give "
                    "a LAN a /64" % (label, p[0], p[1]))
+    for n in v.get("locked") or []:
+        if n not in SECTIONS["tunnel"].by_name or n == "locked":
+            ck.add("%s: option 'locked' = '%s': not an option of a tunnel section" % (label, _esc(n)))
     if v.get("wan_device") is not None and v.get("wan_device") == v.get("ifname"):
         ck.add("%s: option 'ifname' = '%s' is the same as option 'wan_device'" % (label, v["ifname"]))
 

@@ -14,7 +14,8 @@
 #   	option tunlink 'wan'
 #
 # setup writes the daemon's configuration (secrets included) under umask 077 to
-# /var/run/cpe_tunnel/<interface>.conf, checks it (`cpe-tunneld --check`: a bad
+# /var/run/cpe_tunnel/netifd-<interface> (a UCI file; the daemon takes the package
+# name from the file name, so no dot in it), checks it (`cpe-tunneld --check`: a bad
 # configuration is proto_notify_error INVALID_CONFIG + proto_block_restart, no retry
 # loop), and starts `cpe-tunneld -c <conf> --netifd <interface>` with
 # proto_run_command. The daemon reports the tunnel device, its address, the
@@ -132,7 +133,7 @@ cpetunnel_fail() {
 
 proto_cpetunnel_setup() {
 	local cfg="$1"
-	local conf="$CPETUNNEL_RUNDIR/$cfg.conf"
+	local conf="$CPETUNNEL_RUNDIR/netifd-$cfg"
 	local dev peeraddr tunlink wandev problems line
 
 	# The tunnel device, as 6in4 names its device 6in4-<interface> (15 bytes at most).
@@ -193,7 +194,7 @@ proto_cpetunnel_teardown() {
 	# configuration problem, which a restart would not fix.
 	[ "$ERROR" = 2 ] && cpetunnel_fail "$cfg" "INVALID_CONFIG"
 	proto_kill_command "$cfg"
-	rm -f "$CPETUNNEL_RUNDIR/$cfg.conf" "$CPETUNNEL_RUNDIR/$cfg.conf.tmp"
+	rm -f "$CPETUNNEL_RUNDIR/netifd-$cfg" "$CPETUNNEL_RUNDIR/netifd-$cfg.tmp"
 	return 0
 }
 
