@@ -110,11 +110,11 @@ class Daemon:
     def config(self, **kw):
         return daemon_config(self.lab, self.sock, **kw)
 
-    def start(self):
+    def start(self, extra_args=(), env=None):
         self._log = open(self.log_path, "ab")
         argv = ["ip", "netns", "exec", self.lab.ns["cpe"], sys.executable, "-m", "cpe_tunnel.daemon",
-                "-f", "-c", self.path]
-        env = dict(os.environ, PYTHONPATH=ROOT)
+                "-f", "-c", self.path] + list(extra_args)
+        env = dict(os.environ, PYTHONPATH=ROOT, **(env or {}))
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         return self

@@ -527,6 +527,78 @@ class Netlink:
     def __exit__(self, *exc):
         self.close()
 
+    # -- ip6tnl (IPv4 in IPv6, RFC 2473; used by adapters/v4v6.py) ----------------------
+    # The kernel's change request resets every tunnel parameter it leaves out (it zeroes
+    # them before parsing), so ip6tnl_set_endpoints sends them all again.
+    IP6TNL_F_IGN_ENCAP_LIMIT = 0x1
+    IPPROTO_IPIP = 4
+
+    def ip6tnl_supported(self):
+        """True when the kernel can make ip6tnl links: probes once by creating and
+        deleting a throwaway link with a random name; the answer is cached."""
+        if getattr(self, "_ip6tnl", None) is None:
+            name = "cpti%08x" % random.getrandbits(32)
+            try:
+                self._ipr.link("add", ifname=name, kind="ip6tnl")
+            except self._NetlinkError:
+                self._ip6tnl = False
+            except Exception:  # pyroute2 refusing the kind on its side
+                self._ip6tnl = False
+            else:
+                self._ip6tnl = True
+                self.link_del(name)
+        return self._ip6tnl
+
+    @staticmethod
+    def _ip6tnl_params(ttl, encap_limit):
+        ttl = int(ttl)
+        if not 0 <= ttl <= 255:
+            raise ValueError("hop limit must be 0..255 (0 = inherit)")
+        if encap_limit is None:
+            return ttl, 0, Netlink.IP6TNL_F_IGN_ENCAP_LIMIT
+        encap_limit = int(encap_limit)
+        if not 0 <= encap_limit <= 255:
+            raise ValueError("encapsulation limit must be 0..255 (or None: no limit option)")
+        return ttl, encap_limit, 0
+
+    def ip6tnl_create(self, ifname, local, remote, ttl=64, encap_limit=None, mtu=1280):
+        """Create ip6tnl link ifname carrying IPv4 (proto 4, RFC 2473) from local (IPv6
+        text or None = any) to remote, with hop limit ttl (0 = inherit), MTU mtu, and
+        encap_limit: None = send no Tunnel Encapsulation Limit option (the flag
+        ignore-encap-limit), or the limit 0..255 to put in that option; left down."""
+        ttl, limit, flags = self._ip6tnl_params(ttl, encap_limit)
+        kw = {"ifname": ifname, "kind": "ip6tnl", "ip6tnl_remote": _ipaddr_text(remote, AF_INET6),
+              "ip6tnl_local": _ipaddr_text(local, AF_INET6) if local is not None else "::",
+              "ip6tnl_proto": self.IPPROTO_IPIP, "ip6tnl_ttl": ttl, "ip6tnl_encap_limit": limit,
+              "ip6tnl_flags": flags, "mtu": int(mtu)}
+        self._call("creating 4in6 (ip6tnl) link '%s' to %s" % (ifname, remote), self._ipr.link, "add", **kw)
+        if not hasattr(self, "_ip6tnl_parms"):
+            self._ip6tnl_parms = {}
+        self._ip6tnl_parms[ifname] = (ttl, limit, flags)
+
+    def ip6tnl_set_endpoints(self, ifname, local, remote):
+        """Change the endpoints of ip6tnl link ifname in place (no delete/re-create);
+        protocol, hop limit, encapsulation limit and flags are kept (read back from the
+        link, else as created)."""
+        idx = self._index(ifname)
+        ttl, limit, flags = getattr(self, "_ip6tnl_parms", {}).get(ifname, (64, 0, self.IP6TNL_F_IGN_ENCAP_LIMIT))
+        msg = self._link_msg(ifname)
+        info = msg.get_attr("IFLA_LINKINFO") if msg is not None else None
+        data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+        if data is not None:
+            t = data.get_attr("IFLA_IP6TNL_TTL")
+            e = data.get_attr("IFLA_IP6TNL_ENCAP_LIMIT")
+            f = data.get_attr("IFLA_IP6TNL_FLAGS")
+            ttl = t if t is not None else ttl
+            limit = e if e is not None else limit
+            flags = f if f is not None else flags
+        kw = {"index": idx, "kind": "ip6tnl", "ip6tnl_remote": _ipaddr_text(remote, AF_INET6),
+              "ip6tnl_local": _ipaddr_text(local, AF_INET6) if local is not None else "::",
+              "ip6tnl_proto": self.IPPROTO_IPIP, "ip6tnl_ttl": int(ttl), "ip6tnl_encap_limit": int(limit),
+              "ip6tnl_flags": int(flags)}
+        self._call("changing endpoints of '%s' to %s -> %s" % (ifname, local or "any", remote),
+                   self._ipr.link, "set", **kw)
+
 
 # --------------------------------------------------------------------------------
 # rtnetlink decoding for the WAN monitor
