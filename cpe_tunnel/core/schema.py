@@ -20,7 +20,7 @@
 
 from cpe_tunnel.core import addr
 
-MODES = ("http-update", "static")
+MODES = ("http-update", "static", "tsp")
 
 
 class Option:
@@ -80,6 +80,8 @@ class SectionType:
 
 
 HTTP = ("http-update",)
+SIXIN4 = ("http-update", "static")  # the 6in4 modes whose tunnel is configured by hand
+TSP = ("tsp",)
 
 SCHEMA = [
     SectionType("globals", "Settings of the cpe-tunnel daemon itself. Optional; at most one, "
@@ -100,7 +102,7 @@ SCHEMA = [
                     Option("mode", "enum", None,
                            "http-update: 6in4 and keep the broker's idea of our IPv4 endpoint current "
                            "with its HTTP update API (tunnelbroker.net style). static: plain 6in4, "
-                           "no broker update.",
+                           "no broker update. tsp: ask a TSP broker (RFC 5572) for the tunnel.",
                            required=True, choices=MODES, example="http-update"),
                     Option("wan_device", "ifname", None,
                            "Device whose IPv4 address is our tunnel endpoint. Unset: the device of "
@@ -111,12 +113,12 @@ SCHEMA = [
                            "public one).", example="192.0.2.2"),
                     Option("peeraddr", "ipv4", None,
                            "The broker's IPv4 endpoint ('Server IPv4 Address' on tunnelbroker.net).",
-                           required=True, example="203.0.113.1",
+                           required=SIXIN4, modes=SIXIN4, example="203.0.113.1",
                            hint="the broker's IPv4 endpoint, e.g. 203.0.113.1"),
                     Option("ip6addr", "ip6addr", None,
                            "Our IPv6 address on the tunnel link, with its prefix length ('Client "
                            "IPv6 Address' on tunnelbroker.net).",
-                           required=True, example="2001:db8:1::2/64",
+                           required=SIXIN4, modes=SIXIN4, example="2001:db8:1::2/64",
                            hint="our side of the tunnel, e.g. 2001:db8:1::2/64"),
                     Option("ip6gw", "ipv6", None,
                            "The broker's IPv6 address on the tunnel link ('Server IPv6 Address'). "
@@ -141,8 +143,9 @@ SCHEMA = [
                     Option("update_url", "url", "https://ipv4.tunnelbroker.net/nic/update",
                            "Endpoint update URL of the broker, without credentials or parameters.",
                            modes=HTTP),
-                    Option("username", "string", None, "Account name at the broker.",
-                           required=HTTP, modes=HTTP, example="example-user",
+                    Option("username", "string", None,
+                           "Account name at the broker (mode tsp: unset = anonymous).",
+                           required=HTTP, modes=HTTP + TSP, example="example-user",
                            hint="your account name at the broker"),
                     Option("updatekey", "string", None,
                            "Update key of the tunnel (tunnelbroker.net: Advanced tab); preferred "
@@ -150,8 +153,9 @@ SCHEMA = [
                            "Secret: never logged.",
                            modes=HTTP, secret=True, example="example-update-key"),
                     Option("password", "string", None,
-                           "Account password, used when no updatekey is set. Secret: never logged.",
-                           modes=HTTP, secret=True, example="example-password"),
+                           "Account password (http-update: used when no updatekey is set). "
+                           "Secret: never logged.",
+                           modes=HTTP + TSP, secret=True, example="example-password"),
                     Option("tunnelid", "string", None, "The broker's ID of this tunnel.",
                            required=HTTP, modes=HTTP, example="123456",
                            hint="the broker's ID of this tunnel"),
@@ -174,6 +178,28 @@ SCHEMA = [
                     Option("update_retry_max", "int", "900",
                            "Longest retry delay in seconds (retries back off up to this).",
                            modes=HTTP, lo=1, hi=86400),
+                    Option("server", "string", None,
+                           "TSP brokers, tried in order: host name or IPv4 address, optionally "
+                           ":port (default 3653). A redirect from a broker replaces this list.",
+                           is_list=True, required=TSP, modes=TSP, example=["203.0.113.18"],
+                           hint="the TSP broker, e.g. broker.example.net"),
+                    Option("auth", "enum", "any",
+                           "TSP authentication: any (the strongest the broker offers), anonymous, "
+                           "plain or digest-md5.", modes=TSP,
+                           choices=("any", "anonymous", "plain", "digest-md5")),
+                    Option("tunnel_mode", "enum", "v6anyv4",
+                           "TSP tunnel type: v6anyv4 (6in4, or IPv6 in UDP when the broker sees a "
+                           "NAT), v6v4 (6in4 only), v6udpv4 (IPv6 in UDP only).", modes=TSP,
+                           choices=("v6anyv4", "v6v4", "v6udpv4")),
+                    Option("host_type", "enum", "router",
+                           "router: ask for a delegated prefix for the LANs; host: this box only.",
+                           modes=TSP, choices=("router", "host")),
+                    Option("prefix_len", "int", "0",
+                           "Length of the prefix to ask for as a router (e.g. 48 or 56); 0: the "
+                           "broker's choice.", modes=TSP, lo=0, hi=64),
+                    Option("tsp_transport", "enum", "auto",
+                           "auto: TSP over UDP, TCP when UDP gets no answer; or only udp / tcp.",
+                           modes=TSP, choices=("auto", "udp", "tcp")),
                     Option("locked", "string", None,
                            "Options set by the ISP's provisioning (docs/OPENWRT.md); the web page "
                            "shows them read-only. The daemon itself ignores this list.",

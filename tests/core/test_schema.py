@@ -196,7 +196,7 @@ config lan
         "tunnel 'he': option 'mtu' = '9000': expected an integer from 1280 to 1480",
         "tunnel 'he': unknown option 'updatkey' (did you mean 'updatekey'?)",
         "tunnel 'he': option 'peeraddr' = 'not-an-ip': expected an IPv4 address like 192.0.2.1",
-        "tunnel 'he': option 'ip6addr' is required (our side of the tunnel, e.g. 2001:db8:1::2/64)",
+        "tunnel 'he': option 'ip6addr' is required in mode 'http-update' (our side of the tunnel, e.g. 2001:db8:1::2/64)",
         "tunnel 'he': option 'username' is required in mode 'http-update' (your account name at the broker)",
         "tunnel 'he': option 'tunnelid' is required in mode 'http-update'",
         "tunnel 'he': option 'updatekey' is required in mode 'http-update'",
@@ -248,10 +248,16 @@ config tunnel 'he'
     assert problems_of(good_with("option updatekey 'k3y-SECRET-1'", "option password 'pw'")) == []
     # mode missing or invalid: reported, and mode-specific requirements are not guessed
     p = problems_of("config tunnel t\n option peeraddr 203.0.113.1\n option ip6addr 2001:db8::2/64\n")
-    assert p == ["tunnel 't': option 'mode' is required (one of: http-update, static)"]
-    p = problems_of("config tunnel t\n option mode tsp\n option peeraddr 203.0.113.1\n"
+    assert p == ["tunnel 't': option 'mode' is required (one of: http-update, static, tsp)"]
+    p = problems_of("config tunnel t\n option mode ayiya\n option peeraddr 203.0.113.1\n"
                     " option ip6addr 2001:db8::2/64\n")
-    assert p == ["tunnel 't': option 'mode' = 'tsp': expected one of: http-update, static"]
+    assert p == ["tunnel 't': option 'mode' = 'ayiya': expected one of: http-update, static, tsp"]
+    # tsp: the broker gives addresses and prefix; only the server list is required
+    p = problems_of("config tunnel t\n option mode tsp\n")
+    assert p == ["tunnel 't': option 'server' is required in mode 'tsp' (the TSP broker, e.g. "
+                 "broker.example.net)"]
+    cfg, p = check("config tunnel t\n option mode tsp\n list server 203.0.113.18\n")
+    assert p == [] and cfg["tunnel"]["tunnel_mode"] == "v6anyv4" and cfg["tunnel"]["host_type"] == "router"
 
 
 def test_tunnel_count():
@@ -352,8 +358,8 @@ def test_shipped_file_explains_what_to_fill_in():
     cfg, p = schema.validate(uci.parse(text))
     assert cfg["globals"]["enabled"] is False
     assert p == [
-        "tunnel 'he': option 'peeraddr' is required (the broker's IPv4 endpoint, e.g. 203.0.113.1)",
-        "tunnel 'he': option 'ip6addr' is required (our side of the tunnel, e.g. 2001:db8:1::2/64)",
+        "tunnel 'he': option 'peeraddr' is required in mode 'http-update' (the broker's IPv4 endpoint, e.g. 203.0.113.1)",
+        "tunnel 'he': option 'ip6addr' is required in mode 'http-update' (our side of the tunnel, e.g. 2001:db8:1::2/64)",
         "tunnel 'he': option 'username' is required in mode 'http-update' (your account name at the broker)",
         "tunnel 'he': option 'tunnelid' is required in mode 'http-update' (the broker's ID of this tunnel)",
         "tunnel 'he': option 'updatekey' is required in mode 'http-update' (or set the account 'password')",

@@ -1,0 +1,407 @@
+# v4v6 (TSP, RFC 5572): IPv4 packets in IPv6 (RFC 2473 generic packet tunnelling,
+# next header 4), for IPv4 tunnel brokers. Two data planes with the interface of
+# adapters/sixin4.py:
+#
+#   .kind                       'kernel' | 'userspace'
+#   .ifname                     the tunnel device (ip6tnl link or TUN)
+#   open()                      create the device and bring it up
+#   set_endpoints(local6, remote6) change endpoints in place (WAN address change)
+#   counters()                  dict(tx_packets, tx_bytes, rx_packets, rx_bytes,
+#                               rx_dropped, drops={reason: n}, last_tx, last_rx)
+#   close()                     remove everything it created
+#
+# Kernel plane: an ip6tnl link with proto 4 (netlink.ip6tnl_create). OpenWrt: kmod-ip6-tunnel.
+# Userspace plane: a TUN carrying IPv4 + a raw IPv6 socket of protocol 4, bound to local6
+# (when given) and connected to remote6, so the kernel hands it only packets from the
+# broker (a proto-4 packet from anyone else never reaches the plane and is not counted
+# here). The raw socket sends and receives the IPv4 packet without the IPv6 header; the
+# kernel adds and strips it (and any extension headers, such as an encapsulation limit
+# option from a kernel peer). Forwarding machinery (threads, socket hand-over, counters,
+# prompt close) is udp6.TunSocketPlane's. No Tunnel Encapsulation Limit option is sent.
+# Byte counters count the inner IPv4 packets.
+
+import errno
+import os
+import select
+import socket
+import time
+
+from cpe_tunnel.adapters.netlink import in_netns
+from cpe_tunnel.adapters.udp6 import BATCH, BUFSIZE, TunSocketPlane
+from cpe_tunnel.core.errors import ConfigError
+
+__all__ = ["IPPROTO_IPIP", "KernelV4v6", "UserspaceV4v6", "choose_v4v6", "create_v4v6", "decap_4in6",
+           "DROP_REASONS"]
+
+IPPROTO_IPIP = 4
+IPV6_FREEBIND = getattr(socket, "IPV6_FREEBIND", 78)
+SOCKBUF = 1 << 20
+
+NO_IP6TNL = ("this kernel has no ip6tnl (4in6) support: install kmod-ip6-tunnel or use dataplane "
+             "'userspace'")
+
+# decap_4in6() results below 0, as drop reasons (index = -result)
+DROP_REASONS = (None, "not IPv4 inside", "bad IPv4 header", "truncated IPv4 packet")
+
+
+def _ip6(text, what):
+    if isinstance(text, str) and ":" in text:
+        try:
+            return socket.inet_pton(socket.AF_INET6, text)
+        except (OSError, ValueError):
+            pass
+    raise ValueError("%s '%s' is not an IPv6 address" % (what, text))
+
+
+def _check_mtu(mtu):
+    mtu = int(mtu)
+    if not 68 <= mtu <= 65535 - 40:
+        raise ValueError("4in6 MTU %d is out of range (68..65495)" % mtu)
+    return mtu
+
+
+def _check_ttl(ttl):
+    ttl = int(ttl)
+    if not 0 <= ttl <= 255:
+        raise ValueError("hop limit must be 0..255 (0 = inherit)")
+    return ttl
+
+
+def decap_4in6(buf, n):
+    """Check the payload buf[:n] of a protocol-4 IPv6 packet (as a raw IPv6 socket
+    returns it: the IPv4 packet, IPv6 header already removed). Returns the IPv4 packet's
+    length (> 0; bytes after it are padding) or a negative code whose reason is
+    DROP_REASONS[-code]. Never raises for n <= len(buf)."""
+    if n < 20 or buf[0] >> 4 != 4:
+        return -1
+    hl = (buf[0] & 15) * 4
+    tot = buf[2] << 8 | buf[3]
+    if hl < 20 or tot < hl:
+        return -2
+    if tot > n:
+        return -3
+    return tot
+
+
+def choose_v4v6(mode, netlink):
+    """'auto' | 'kernel' | 'userspace' -> 'kernel' or 'userspace'.
+    'auto' picks the kernel when netlink.ip6tnl_supported(). Forcing 'kernel' on a
+    kernel without ip6tnl raises ConfigError."""
+    if mode == "userspace":
+        return "userspace"
+    if mode not in ("auto", "kernel"):
+        raise ConfigError("dataplane must be 'auto', 'kernel' or 'userspace', not '%s'" % (mode,))
+    if netlink.ip6tnl_supported():
+        return "kernel"
+    if mode == "kernel":
+        raise ConfigError(NO_IP6TNL)
+    return "userspace"
+
+
+def create_v4v6(mode, netlink, ifname, local6, remote6, mtu=1280, ttl=64):
+    """choose_v4v6() then construct (not open) the matching data plane."""
+    if choose_v4v6(mode, netlink) == "kernel":
+        return KernelV4v6(netlink, ifname, local6, remote6, mtu, ttl=ttl)
+    return UserspaceV4v6(ifname, local6, remote6, mtu, ttl=ttl, netlink=netlink,
+                         netns=getattr(netlink, "netns", None))
+
+
+# --------------------------------------------------------------------------------
+
+
+class KernelV4v6:
+    """4in6 through the kernel's ip6tnl driver (netlink.ip6tnl_create)."""
+
+    kind = "kernel"
+
+    def __init__(self, netlink, ifname, local6, remote6, mtu=1280, ttl=64):
+        if local6 is not None:
+            _ip6(local6, "local endpoint")
+        _ip6(remote6, "remote endpoint")
+        self.mtu = _check_mtu(mtu)
+        self.ttl = _check_ttl(ttl)
+        self.netlink = netlink
+        self.ifname = ifname
+        self.local = local6
+        self.remote = remote6
+        self._opened = False
+        self._seen = None  # (tx_packets, rx_packets) at the last counters() call
+        self._last_tx = None
+        self._last_rx = None
+
+    def open(self):
+        kind = self.netlink.link_kind(self.ifname)
+        if kind == "ip6tnl":
+            self.netlink.link_del(self.ifname)  # a stale one of ours (crash, restart)
+        elif kind is not None:
+            raise OSError(errno.EEXIST, "device '%s' exists and is not a 4in6 (ip6tnl) tunnel" % self.ifname)
+        self.netlink.ip6tnl_create(self.ifname, self.local, self.remote, ttl=self.ttl, mtu=self.mtu)
+        self._opened = True
+        try:
+            self.netlink.link_set_mtu(self.ifname, self.mtu)  # the driver may pick its own at creation
+            self.netlink.link_up(self.ifname)
+        except BaseException:
+            self.close()
+            raise
+
+    def set_endpoints(self, local6, remote6):
+        if local6 is not None:
+            _ip6(local6, "local endpoint")
+        _ip6(remote6, "remote endpoint")
+        if self._opened:
+            self.netlink.ip6tnl_set_endpoints(self.ifname, local6, remote6)
+        self.local = local6
+        self.remote = remote6
+
+    def counters(self, now=None):
+        st = self.netlink.link_stats(self.ifname) if self._opened else None
+        if st is None:
+            st = {}
+        now = time.monotonic() if now is None else now
+        tx = st.get("tx_packets", 0)
+        rx = st.get("rx_packets", 0)
+        if self._seen is not None:
+            if tx != self._seen[0]:
+                self._last_tx = now
+            if rx != self._seen[1]:
+                self._last_rx = now
+        self._seen = (tx, rx)
+        drops = {}
+        for key, reason in (("rx_errors", "kernel rx errors"), ("rx_dropped", "kernel rx dropped"),
+                            ("tx_errors", "kernel tx errors"), ("tx_dropped", "kernel tx dropped")):
+            if st.get(key):
+                drops[reason] = st[key]
+        return {
+            "tx_packets": tx,
+            "tx_bytes": st.get("tx_bytes", 0),
+            "rx_packets": rx,
+            "rx_bytes": st.get("rx_bytes", 0),
+            "rx_dropped": st.get("rx_dropped", 0) + st.get("rx_errors", 0),
+            "drops": drops,
+            "last_tx": self._last_tx,
+            "last_rx": self._last_rx,
+        }
+
+    def close(self):
+        if self._opened:
+            self._opened = False
+            self.netlink.link_del(self.ifname)
+
+
+# --------------------------------------------------------------------------------
+
+
+class UserspaceV4v6(TunSocketPlane):
+    """4in6 in userspace: TUN device `ifname` (IPv4) + raw IPv6 socket of protocol 4.
+
+    local6: our IPv6 WAN address (None: routing picks it); remote6: the broker's.
+    ttl: outer hop limit (0 = inherit: sent as 64). netlink: used to bring the TUN up
+    (optional). netns: create the TUN and the socket in that network namespace."""
+
+    thread_tag = "4in6"
+
+    def __init__(self, ifname, local6, remote6, mtu=1280, ttl=64, netlink=None, netns=None):
+        if local6 is not None:
+            _ip6(local6, "local endpoint")
+        _ip6(remote6, "remote endpoint")
+        super().__init__(ifname, _check_mtu(mtu), netlink, netns)
+        self.ttl = _check_ttl(ttl) or 64
+        self.local = local6
+        self.remote = remote6
+
+    # -- setup -------------------------------------------------------------------------
+    def _make_socket(self, local, remote):
+        def make():
+            s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_IPIP)
+            try:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, self.ttl)
+                for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                    try:
+                        s.setsockopt(socket.SOL_SOCKET, opt, SOCKBUF)
+                    except OSError:
+                        pass
+                if local is not None:
+                    # FREEBIND: the WAN address may come and go; bind anyway
+                    s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+                    s.bind((local, 0))
+                s.connect((remote, 0))  # only the broker's packets come in
+                s.setblocking(False)
+            except BaseException:
+                s.close()
+                raise
+            return s
+
+        try:
+            return in_netns(self.netns, make)
+        except OSError as e:
+            if e.errno in (errno.EPERM, errno.EACCES):
+                raise OSError(e.errno, "a raw IPv6 protocol-4 socket needs root (CAP_NET_RAW)")
+            raise
+
+    def _new_socket(self):
+        return self._make_socket(self.local, self.remote)
+
+    def _loops(self):
+        return self._tx_loop, self._rx_loop
+
+    def set_endpoints(self, local6, remote6):
+        """Change endpoints while running: a fresh socket (bound to local6, connected to
+        remote6) is handed to the forwarding threads; they switch within one batch."""
+        if local6 is not None:
+            _ip6(local6, "local endpoint")
+        _ip6(remote6, "remote endpoint")
+        if self._tun is not None:
+            self._hand_over(self._make_socket(local6, remote6))
+        self.local = local6
+        self.remote = remote6
+
+    # -- forwarding threads ----------------------------------------------------------------
+    def _tx_loop(self, sock):
+        """TUN -> network: IPv4 packets from the TUN, sent to the broker in IPv6."""
+        fd = self._tun
+        buf = bytearray(BUFSIZE)
+        bufs = [buf]
+        mv = memoryview(buf)
+        drops = self._tx_drops
+        readv = os.readv
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self._ctl[0][0], select.POLLIN)
+        pending = self._pending
+        try:
+            while True:
+                if pending[0] is not None:
+                    sock = self._take(0, sock)
+                send = sock.send
+                pk = by = 0
+                try:
+                    while True:
+                        n = readv(fd, bufs)
+                        if n < 20 or buf[0] >> 4 != 4:
+                            self._drop(drops, "not IPv4 (from TUN)")
+                            continue
+                        try:
+                            send(mv[:n])
+                        except BlockingIOError:
+                            if not self._wait_writable(sock):
+                                return
+                            try:
+                                send(mv[:n])
+                            except OSError as e:
+                                self._drop(drops, _send_reason(e))
+                                continue
+                        except OSError as e:
+                            self._drop(drops, _send_reason(e))
+                            continue
+                        pk += 1
+                        by += n
+                        if pk >= BATCH:
+                            self.tx_packets += pk
+                            self.tx_bytes += by
+                            pk = by = 0
+                            self.last_tx = time.monotonic()
+                            if self._stopping:
+                                return
+                            if pending[0] is not None:
+                                sock = self._take(0, sock)
+                                send = sock.send
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError as e:
+                    if e.errno in (errno.EBADF, errno.EBADFD):
+                        return
+                    self._drop(drops, "TUN read error")
+                if pk:
+                    self.tx_packets += pk
+                    self.tx_bytes += by
+                    self.last_tx = time.monotonic()
+                if not self._idle(0, poller):
+                    return
+        finally:
+            sock.close()
+
+    def _rx_loop(self, sock):
+        """network -> TUN: IPv4 packets from the broker, IPv6 header already removed."""
+        fd = self._tun
+        buf = bytearray(BUFSIZE)
+        mv = memoryview(buf)
+        drops = self._rx_drops
+        write = os.write
+        decap = decap_4in6
+        reasons = DROP_REASONS
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        poller.register(self._ctl[1][0], select.POLLIN)
+        pending = self._pending
+        try:
+            while True:
+                if pending[1] is not None:
+                    poller.unregister(sock)
+                    sock = self._take(1, sock)
+                    poller.register(sock, select.POLLIN)
+                recv_into = sock.recv_into
+                pk = by = 0
+                idle = True
+                try:
+                    while True:
+                        n = recv_into(buf)
+                        end = decap(buf, n)
+                        if end < 0:
+                            self._drop(drops, reasons[-end])
+                            continue
+                        try:
+                            write(fd, mv[:end])
+                        except OSError as e:
+                            if e.errno in (errno.EBADF, errno.EBADFD):
+                                return
+                            self._drop(drops, "TUN write error")
+                            continue
+                        pk += 1
+                        by += end
+                        if pk >= BATCH:
+                            self.rx_packets += pk
+                            self.rx_bytes += by
+                            pk = by = 0
+                            self.last_rx = time.monotonic()
+                            if self._stopping or pending[1] is not None:
+                                idle = False
+                                break
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError as e:
+                    if e.errno in (errno.EBADF, errno.EBADFD):
+                        return
+                    # an ICMPv6 error reported on the connected socket
+                    self._drop(drops, _recv_reason(e))
+                    idle = False
+                if pk:
+                    self.rx_packets += pk
+                    self.rx_bytes += by
+                    self.last_rx = time.monotonic()
+                if self._stopping:
+                    return
+                if idle and not self._idle(1, poller):
+                    return
+        finally:
+            sock.close()
+
+
+def _send_reason(e):
+    code = e.errno
+    if code in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL):
+        return "no route to broker"
+    if code == errno.EMSGSIZE:
+        return "packet too big for the WAN"
+    if code in (errno.ENOBUFS, errno.EAGAIN):
+        return "send buffer full"
+    if code in (errno.EPERM, errno.EACCES):
+        return "blocked by firewall"
+    if code == errno.ECONNREFUSED:
+        return "broker unreachable (ICMPv6)"
+    return "send error"
+
+
+def _recv_reason(e):
+    if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EPROTO):
+        return "broker unreachable (ICMPv6)"
+    return "socket read error"
