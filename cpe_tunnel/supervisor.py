@@ -56,10 +56,11 @@ class TunnelRunner:
         self.name = t["name"]
         self.mode = t["mode"]
         self.ifname = t["ifname"]
-        # The schema hands addresses over as canonical text, (text, length) pairs.
-        self.local6, self.plen6 = addr.ip6_aton(t["ip6addr"][0]), t["ip6addr"][1]
-        self.peer6 = addr.ip6_aton(t["ip6gw"]) if t.get("ip6gw") else peer_of(self.local6, self.plen6)
-        self.prefixes = [(addr.ip6_aton(p), n) for p, n in (t.get("ip6prefix") or [])]
+        # Set by configure(): from the configuration (6in4 modes) or from what the
+        # broker offered (tsp).
+        self.local6 = self.plen6 = self.peer6 = None
+        self.prefixes = []
+        self.keepalive_interval = t["keepalive_interval"]
         self.dp = None
         self.monitor = None
         self.session = None
@@ -74,30 +75,77 @@ class TunnelRunner:
 
     # -- start / stop ------------------------------------------------------
     def start(self, now):
-        from .adapters import netlink, sixin4
+        from .adapters import netlink
 
         t = self.t
         self.monitor = netlink.WanMonitor(t.get("wan_device"))
         self.loop.add_reader(self.monitor, self._on_netlink)
         self.wan_dev, self.wan_ip = self._read_wan()
-        self.dp = sixin4.create_dataplane(t["dataplane"], self.nl, self.ifname, self.wan_ip, t["peeraddr"],
-                                          ttl=t["ttl"], tos=t["tos"], mtu=t["mtu"])
+        if self.mode != "tsp":
+            self.configure(now, self.params_from_config())
+        self._start_session(now, "start")
+        if not self.wan_ip:
+            log.warning("tunnel %s: no IPv4 address on the WAN yet (%s); waiting", self.name,
+                        self.wan_dev or "no default route")
+
+    def params_from_config(self):
+        t = self.t
+        # The schema hands addresses over as canonical text, (text, length) pairs.
+        local6, plen6 = addr.ip6_aton(t["ip6addr"][0]), t["ip6addr"][1]
+        return {
+            "kind": "6in4",
+            "remote4": t["peeraddr"],
+            "local6": local6,
+            "plen6": plen6,
+            "peer6": addr.ip6_aton(t["ip6gw"]) if t.get("ip6gw") else peer_of(local6, plen6),
+            "prefixes": [(addr.ip6_aton(p), n) for p, n in (t.get("ip6prefix") or [])],
+            "keepalive_interval": t["keepalive_interval"],
+            "mtu": t["mtu"],
+        }
+
+    def configure(self, now, params):
+        """Build the data plane, addresses, routes and keepalive for a tunnel.
+        params: kind ('6in4' with remote4, or 'udp6' with sock and on_control),
+        local6/plen6/peer6 (bytes), prefixes [(bytes, len)], keepalive_interval, mtu."""
+        from .adapters import sixin4
+
+        t = self.t
+        self.local6, self.plen6, self.peer6 = params["local6"], params["plen6"], params["peer6"]
+        self.prefixes = list(params["prefixes"])
+        self.keepalive_interval = params["keepalive_interval"]
+        mtu = params["mtu"]
+        if params["kind"] == "udp6":
+            from .adapters.udp6 import UserspaceUdp6
+
+            self.dp = UserspaceUdp6(self.ifname, params["sock"], mtu=mtu, netlink=self.nl,
+                                    on_control=params.get("on_control"))
+        else:
+            self.dp = sixin4.create_dataplane(t["dataplane"], self.nl, self.ifname, self.wan_ip,
+                                              params["remote4"], ttl=t["ttl"], tos=t["tos"], mtu=mtu)
         self.dp.open()
         nl = self.nl
-        nl.link_set_mtu(self.ifname, t["mtu"])
+        nl.link_set_mtu(self.ifname, mtu)
         nl.link_up(self.ifname)
         nl.addr_add(self.ifname, addr.ip6_ntoa(self.local6), self.plen6)
         if t["defaultroute"]:
             nl.route_add("::", 0, ifname=self.ifname, family=6)
             self._routes.append(("::", 0, dict(ifname=self.ifname, family=6)))
         self._add_prefix_routes()
-        log.info("tunnel %s: %s data plane on %s, local %s, broker %s", self.name, self.dp.kind,
-                 self.ifname, self.wan_ip or "(none yet)", t["peeraddr"])
+        log.info("tunnel %s: %s %s data plane on %s, local %s, broker %s", self.name, self.dp.kind,
+                 params["kind"], self.ifname, self.wan_ip or "(none yet)", params.get("remote4") or "-")
         self._start_keepalive()
-        self._start_session(now, "start")
-        if not self.wan_ip:
-            log.warning("tunnel %s: no IPv4 address on the WAN yet (%s); waiting", self.name,
-                        self.wan_dev or "no default route")
+        self.sup.prefixes_changed(now)
+
+    def unconfigure(self, now):
+        """Take the tunnel down (a new broker session follows)."""
+        self._stop_keepalive()
+        self._del_routes()
+        if self.dp is not None:
+            self.dp.close()
+            self.dp = None
+        if self.prefixes:
+            self.prefixes = []
+            self.sup.prefixes_changed(now)
 
     def _add_prefix_routes(self):
         for p, plen in self.prefixes:
@@ -120,14 +168,13 @@ class TunnelRunner:
         self._routes = keep
 
     def _start_keepalive(self):
-        t = self.t
-        if not t["keepalive_interval"]:
+        if not self.keepalive_interval:
             return
         from .adapters.echo import EchoSocket
         from .core.keepalive import Keepalive
 
         ident = os.getpid() & 0xFFFF
-        self.keepalive = Keepalive(t["keepalive_interval"], ident=ident)
+        self.keepalive = Keepalive(self.keepalive_interval, ident=ident)
         self.echo = EchoSocket(self.ifname, addr.ip6_ntoa(self.peer6), ident)
         self.loop.add_reader(self.echo, self._on_echo)
 
@@ -161,13 +208,14 @@ class TunnelRunner:
         if self.fatal or any(new.get(k) != self.t.get(k) for k in self.HARD_KEYS):
             return False
         old, self.t, self.cfg = self.t, new, cfg
-        if new.get("ip6prefix") != old.get("ip6prefix"):
+        if new.get("ip6prefix") != old.get("ip6prefix") and self.mode != "tsp":
             self._del_routes(only_unreachable=True)
             self.prefixes = [(addr.ip6_aton(p), n) for p, n in (new.get("ip6prefix") or [])]
             self._add_prefix_routes()
             log.notice("tunnel %s: delegated prefixes now %s", self.name,
                        ", ".join(addr.format_prefix6(p, n) for p, n in self.prefixes) or "none")
-        if new["keepalive_interval"] != old["keepalive_interval"]:
+        if new["keepalive_interval"] != old["keepalive_interval"] and self.mode != "tsp":
+            self.keepalive_interval = new["keepalive_interval"]
             self._stop_keepalive()
             self._start_keepalive()
         if any(new.get(k) != old.get(k) for k in self.UPDATE_KEYS):
@@ -221,7 +269,8 @@ class TunnelRunner:
         if ip is None:
             self.sup.state_changed(now)
             return
-        self.dp.set_endpoints(ip, self.t["peeraddr"])
+        if self.dp is not None and self.mode != "tsp":
+            self.dp.set_endpoints(ip, self.t["peeraddr"])
         self.session.wan_changed(now, ip)
         if self.keepalive:
             self.keepalive.reset(now)
@@ -296,6 +345,8 @@ class TunnelRunner:
             k = self.keepalive.status(now)
             if k.get("alive") is False:
                 return "down", "the broker's tunnel address %s does not answer" % addr.ip6_ntoa(self.peer6)
+        if self.dp is None:
+            return "down", "no tunnel yet"
         return "up", "tunnel up"
 
     def status(self, now, wall):
@@ -311,11 +362,11 @@ class TunnelRunner:
                 "public_ipv4": self.session.public_ip if self.session else None,
                 "nat_detected": bool(self.session and self.session.nat_detected),
             },
-            "broker": {"ipv4": t["peeraddr"]},
+            "broker": {"ipv4": t.get("peeraddr")},
             "tunnel_addresses": {
                 "local": "%s/%d" % (addr.ip6_ntoa(self.local6), self.plen6),
                 "remote": addr.ip6_ntoa(self.peer6),
-            },
+            } if self.local6 else {},
             "delegated_prefixes": [addr.format_prefix6(p, n) for p, n in self.prefixes],
             "mtu": t["mtu"],
             "last_error": self.fatal or (self.session.last_error if self.session else None),
@@ -332,7 +383,7 @@ class TunnelRunner:
         if self.keepalive:
             k = dict(self.keepalive.status(now))
             k["enabled"] = True
-            k["interval"] = t["keepalive_interval"]
+            k["interval"] = self.keepalive_interval
             st["keepalive"] = k
         else:
             st["keepalive"] = {"enabled": False}
@@ -573,6 +624,13 @@ class Supervisor:
         self.cfg = cfg
         self._apply_lans(now, cfg)
         self.state_changed(now)
+
+    def prefixes_changed(self, now):
+        """The tunnel's delegated prefixes changed (a broker session came or went)."""
+        if self.tunnel is not None and self.lans:
+            prefixes = self.tunnel.prefixes
+            for port, pfx in zip(self.lans, assign_lan_prefixes([p.cfg for p in self.lans], prefixes)):
+                port.set_prefix(now, pfx)
 
     def wan_hint(self):
         if self.tunnel and not self.tunnel.fatal:

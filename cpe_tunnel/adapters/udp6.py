@@ -217,6 +217,9 @@ class TunSocketPlane:
         """(tx loop, rx loop): bound methods taking the thread's socket."""
         raise NotImplementedError
 
+    def _configure_tun(self, name):
+        """Called by open() once the TUN exists, before it is brought up."""
+
     # -- setup -------------------------------------------------------------------------
     def open(self):
         if self._tun is not None:
@@ -234,6 +237,7 @@ class TunSocketPlane:
                 os.set_blocking(r, False)
                 os.set_blocking(w, False)
                 self._ctl[i] = (r, w)
+            self._configure_tun(name)
             if self.netlink is not None:
                 self.netlink.link_up(name)
             self._stopping = False

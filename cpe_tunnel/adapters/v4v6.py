@@ -11,14 +11,15 @@
 #   close()                     remove everything it created
 #
 # Kernel plane: an ip6tnl link with proto 4 (netlink.ip6tnl_create). OpenWrt: kmod-ip6-tunnel.
-# Userspace plane: a TUN carrying IPv4 + a raw IPv6 socket of protocol 4, bound to local6
-# (when given) and connected to remote6, so the kernel hands it only packets from the
-# broker (a proto-4 packet from anyone else never reaches the plane and is not counted
-# here). The raw socket sends and receives the IPv4 packet without the IPv6 header; the
-# kernel adds and strips it (and any extension headers, such as an encapsulation limit
-# option from a kernel peer). Forwarding machinery (threads, socket hand-over, counters,
-# prompt close) is udp6.TunSocketPlane's. No Tunnel Encapsulation Limit option is sent.
-# Byte counters count the inner IPv4 packets.
+# Userspace plane: a TUN carrying IPv4 (IPv6 disabled on it) + a raw IPv6 socket of
+# protocol 4, bound to local6 when given. The raw socket sends and receives the IPv4
+# packet without the IPv6 header; the kernel adds and strips it (and any extension
+# headers, such as an encapsulation limit option from a kernel peer). Packets from any
+# source but remote6 are dropped and counted ("foreign source"). The socket is not
+# connect()ed: that needs a route to the broker at the time, which a WAN going up and
+# down does not promise. Forwarding machinery (threads, socket hand-over on a new local
+# address, counters, prompt close) is udp6.TunSocketPlane's. No Tunnel Encapsulation
+# Limit option is sent. Byte counters count the inner IPv4 packets.
 
 import errno
 import os
@@ -42,6 +43,10 @@ NO_IP6TNL = ("this kernel has no ip6tnl (4in6) support: install kmod-ip6-tunnel 
 
 # decap_4in6() results below 0, as drop reasons (index = -result)
 DROP_REASONS = (None, "not IPv4 inside", "bad IPv4 header", "truncated IPv4 packet")
+
+
+def _norm6(text):
+    return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, text))
 
 
 def _ip6(text, what):
@@ -208,9 +213,12 @@ class UserspaceV4v6(TunSocketPlane):
         self.ttl = _check_ttl(ttl) or 64
         self.local = local6
         self.remote = remote6
+        # read by the threads once per batch
+        self._dest = (remote6, 0)
+        self._remote_s = _norm6(remote6)  # as recvfrom reports a source
 
     # -- setup -------------------------------------------------------------------------
-    def _make_socket(self, local, remote):
+    def _make_socket(self, local):
         def make():
             s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_IPIP)
             try:
@@ -224,7 +232,6 @@ class UserspaceV4v6(TunSocketPlane):
                     # FREEBIND: the WAN address may come and go; bind anyway
                     s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
                     s.bind((local, 0))
-                s.connect((remote, 0))  # only the broker's packets come in
                 s.setblocking(False)
             except BaseException:
                 s.close()
@@ -239,20 +246,32 @@ class UserspaceV4v6(TunSocketPlane):
             raise
 
     def _new_socket(self):
-        return self._make_socket(self.local, self.remote)
+        return self._make_socket(self.local)
+
+    def _configure_tun(self, name):
+        # an IPv4-only device: no link-local address, no router solicitations or MLD
+        def off():
+            with open("/proc/sys/net/ipv6/conf/%s/disable_ipv6" % name, "w") as f:
+                f.write("1")
+        try:
+            in_netns(self.netns, off)
+        except (OSError, ValueError):
+            pass  # IPv6 compiled out, or no /proc: nothing to switch off
 
     def _loops(self):
         return self._tx_loop, self._rx_loop
 
     def set_endpoints(self, local6, remote6):
-        """Change endpoints while running: a fresh socket (bound to local6, connected to
-        remote6) is handed to the forwarding threads; they switch within one batch."""
+        """Change endpoints while running: a new remote takes effect within one batch; a
+        new local address rebinds: a fresh socket is handed to the forwarding threads."""
         if local6 is not None:
             _ip6(local6, "local endpoint")
         _ip6(remote6, "remote endpoint")
-        if self._tun is not None:
-            self._hand_over(self._make_socket(local6, remote6))
+        if local6 != self.local and self._tun is not None:
+            self._hand_over(self._make_socket(local6))
         self.local = local6
+        self._dest = (remote6, 0)
+        self._remote_s = _norm6(remote6)
         self.remote = remote6
 
     # -- forwarding threads ----------------------------------------------------------------
@@ -272,7 +291,8 @@ class UserspaceV4v6(TunSocketPlane):
             while True:
                 if pending[0] is not None:
                     sock = self._take(0, sock)
-                send = sock.send
+                send = sock.sendto
+                dest = self._dest
                 pk = by = 0
                 try:
                     while True:
@@ -281,12 +301,12 @@ class UserspaceV4v6(TunSocketPlane):
                             self._drop(drops, "not IPv4 (from TUN)")
                             continue
                         try:
-                            send(mv[:n])
+                            send(mv[:n], dest)
                         except BlockingIOError:
                             if not self._wait_writable(sock):
                                 return
                             try:
-                                send(mv[:n])
+                                send(mv[:n], dest)
                             except OSError as e:
                                 self._drop(drops, _send_reason(e))
                                 continue
@@ -304,7 +324,8 @@ class UserspaceV4v6(TunSocketPlane):
                                 return
                             if pending[0] is not None:
                                 sock = self._take(0, sock)
-                                send = sock.send
+                                send = sock.sendto
+                            dest = self._dest
                 except (BlockingIOError, InterruptedError):
                     pass
                 except OSError as e:
@@ -339,12 +360,16 @@ class UserspaceV4v6(TunSocketPlane):
                     poller.unregister(sock)
                     sock = self._take(1, sock)
                     poller.register(sock, select.POLLIN)
-                recv_into = sock.recv_into
+                recvfrom_into = sock.recvfrom_into
+                remote = self._remote_s
                 pk = by = 0
                 idle = True
                 try:
                     while True:
-                        n = recv_into(buf)
+                        n, src = recvfrom_into(buf)
+                        if src[0] != remote:
+                            self._drop(drops, "foreign source")
+                            continue
                         end = decap(buf, n)
                         if end < 0:
                             self._drop(drops, reasons[-end])
@@ -363,6 +388,7 @@ class UserspaceV4v6(TunSocketPlane):
                             self.rx_bytes += by
                             pk = by = 0
                             self.last_rx = time.monotonic()
+                            remote = self._remote_s
                             if self._stopping or pending[1] is not None:
                                 idle = False
                                 break
@@ -371,7 +397,6 @@ class UserspaceV4v6(TunSocketPlane):
                 except OSError as e:
                     if e.errno in (errno.EBADF, errno.EBADFD):
                         return
-                    # an ICMPv6 error reported on the connected socket
                     self._drop(drops, _recv_reason(e))
                     idle = False
                 if pk:
