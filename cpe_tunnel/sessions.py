@@ -181,4 +181,10 @@ def url_without_credentials(url):
     return scheme + sep + host.rsplit("@", 1)[-1] + slash + path
 
 
-SESSIONS = {"static": StaticSession, "http-update": HttpUpdateSession}
+def _tsp_session(runner, t):
+    from .sessions_tsp import TspSession
+
+    return TspSession(runner, t)
+
+
+SESSIONS = {"static": StaticSession, "http-update": HttpUpdateSession, "tsp": _tsp_session}

@@ -127,6 +127,11 @@ class TunnelRunner:
         nl.link_set_mtu(self.ifname, mtu)
         nl.link_up(self.ifname)
         nl.addr_add(self.ifname, addr.ip6_ntoa(self.local6), self.plen6)
+        if not addr.in_prefix(self.peer6, self.local6, self.plen6):
+            # a /128 from a TSP broker: reach its tunnel address through the tunnel
+            route = (addr.ip6_ntoa(self.peer6), 128, dict(ifname=self.ifname, family=6))
+            nl.route_add(route[0], route[1], **route[2])
+            self._routes.append(route)
         if t["defaultroute"]:
             nl.route_add("::", 0, ifname=self.ifname, family=6)
             self._routes.append(("::", 0, dict(ifname=self.ifname, family=6)))

@@ -825,6 +825,8 @@ def _lans_vs_tunnel(ck, lans, tunnel):
     for label, v, raw in lans:
         if v.get("interface") is not None and v.get("interface") == tv.get("ifname"):
             ck.add("%s: option 'interface' = '%s' is the tunnel's own interface" % (label, v["interface"]))
+    if tv.get("mode") == "tsp":
+        return  # the broker delegates the prefix
     if "ip6prefix" not in tunnel[3]:
         ck.add("%s: a LAN needs a routed prefix: add list ip6prefix to %s"
                % (", ".join(x[0] for x in lans), tlabel))

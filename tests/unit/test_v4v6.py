@@ -228,8 +228,9 @@ def test_userspace_ipv4_ping_through_4in6(two_ns):
         peer.tx[B6].sendto(peer.echo_request(seq=9), (A6_2, 0))
         assert _wait(lambda: plane.counters()["drops"]["foreign source"] == 2)
         assert plane.counters()["rx_packets"] == rx1
-        # local "any": routing picks the source
+        # local "any": routing picks the source (the only one left)
         plane.set_endpoints(None, B6)
+        _ip(a, "addr", "del", A6_2 + "/64", "dev", "wan")
         assert _ping(a, PEER4, count=1).returncode == 0
         assert peer.requests[-1][:2] == (A6, B6)
     finally:

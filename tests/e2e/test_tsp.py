@@ -1,0 +1,85 @@
+"""TSP (RFC 5572) mode end to end: the daemon asks the reference TSP broker
+(tests/tsp_broker, written independently of our client core) for a tunnel and a
+delegated prefix, and the LAN host reaches the IPv6 host through it."""
+
+import ipaddress
+
+import pytest
+
+from tests import harness
+from tests.tsp_broker import example_config, start_tsp_broker
+
+pytestmark = pytest.mark.lab
+
+
+def tsp_daemon(lab, **tunnel):
+    t = {"mode": "tsp", "server": ["203.0.113.18"], "username": "alice", "password": "wonderland",
+         "host_type": "router", "prefix_len": 48, "keepalive_interval": 2, "ip6prefix": None}
+    t.update(tunnel)
+    d = harness.Daemon(lab, mode="tsp", prefix=None, tunnel_extra=t)
+    return d
+
+
+def lan_reaches_v6host(lab, d, timeout=20):
+    st = d.wait_status(lambda s: s["state"] == "up" and s["lans"] and s["lans"][0]["prefix"], timeout=timeout,
+                       what="TSP tunnel up with a delegated prefix")
+    lan64 = st["lans"][0]["prefix"]
+    a = lab.wait_lan_address(lan64, timeout=15)
+    assert a is not None, "no SLAAC address in %s" % lan64
+    before = lab.v6host_counter(lan64)
+    harness.wait_for(lambda: lab.ping6("lan", harness.V6HOST, count=1, timeout=1, src=a.address), timeout=15,
+                     what="ping6 through the TSP tunnel")
+    assert lab.v6host_counter(lan64) > before
+    return st
+
+
+def test_tsp_v6v4_without_nat(lab):
+    broker = start_tsp_broker(lab, example_config())
+    d = tsp_daemon(lab, tunnel_mode="v6v4").start()
+    try:
+        st = lan_reaches_v6host(lab, d)
+        assert st["tsp"]["tunnel_type"] == "v6v4" and not st["wan"]["nat_detected"]
+        pfx = ipaddress.IPv6Network(st["delegated_prefixes"][0])
+        assert pfx.prefixlen == 48 and pfx.subnet_of(ipaddress.IPv6Network("2001:db8:4000::/40"))
+        tun = broker.wait_tunnel(timeout=5, type="v6v4")
+        assert tun["endpoint"] == "192.0.2.2"
+        assert "wonderland" not in d.log()
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+def test_tsp_v6anyv4_behind_nat_ends_in_v6udpv4(lab_nat):
+    lab = lab_nat
+    start_tsp_broker(lab, example_config())
+    d = tsp_daemon(lab).start()
+    try:
+        st = lan_reaches_v6host(lab, d)
+        assert st["tsp"]["tunnel_type"] == "v6udpv4"
+        assert st["wan"]["nat_detected"] and st["dataplane"] == "userspace"
+        # inbound too: the v6 host reaches the LAN host through the NAT mapping
+        a = lab.wait_lan_address(st["lans"][0]["prefix"], timeout=5)
+        assert lab.ping6("v6host", a.address, count=1, timeout=2)
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+def test_tsp_falls_back_to_udp_when_protocol_41_is_dropped(lab_nat):
+    lab = lab_nat
+    start_tsp_broker(lab, example_config(v6v4_endpoint="declared") if False else example_config())
+    # the ISP drops protocol 41 (a NAT or firewall that does not pass it)
+    lab.nft("isp", "table inet drop41 {\n chain fwd {\n  type filter hook forward priority -10; policy accept;\n"
+                   "  ip protocol 41 drop\n }\n}\n")
+    d = tsp_daemon(lab, tsp_transport="tcp").start()  # over TCP the broker offers v6v4 even behind NAT
+    try:
+        d.wait_status(lambda s: (s.get("tsp") or {}).get("fallback"), timeout=40,
+                      what="fallback to v6udpv4 noticed")
+        d.wait_status(lambda s: s["state"] == "up" and s["tsp"]["tunnel_type"] == "v6udpv4", timeout=30,
+                      what="v6udpv4 tunnel after the fallback")
+        lan_reaches_v6host(lab, d)
+        res = d.cli("status")
+        assert "protocol 41" in res.stdout or "protocol 41" in d.log()
+    finally:
+        d.stop()
+        d.cleanup()
