@@ -135,9 +135,16 @@ class Loop:
                 handle_timer(now)
 
     def run(self):
+        """Run until stop(). A callback that raises is logged with its traceback and
+        the loop goes on: one bad event must not take the tunnel down."""
+        from .adapters.log import log
+
         self._stopping = False
         while not self._stopping:
-            self.run_once()
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("internal error (the daemon keeps running)")
 
     def close(self):
         self._sel.close()

@@ -88,13 +88,18 @@ class TspSession:
         t = self.t
         host, _port = self.servers[self.index % len(self.servers)]
         if transport is None:
-            transport = "tcp" if t["tsp_transport"] == "tcp" else "udp"
+            # IPv6 in UDP rides the TSP session's own UDP socket
+            transport = "tcp" if t["tsp_transport"] == "tcp" and self._mode() != "v6udpv4" else "udp"
         self.sessions += 1
-        self.client = TspClient(
-            username=t.get("username") or "", password=t.get("password") or "",
-            auth=t["auth"] if t.get("username") else "anonymous", mode=self._mode(),
-            host_type=t["host_type"], prefix_len=t["prefix_len"] or None, local_ipv4=self.wan_ip,
-            keepalive_interval=t["keepalive_interval"] or 30, transport=transport, server=host, rand=_rand)
+        try:
+            self.client = TspClient(
+                username=t.get("username") or "", password=t.get("password") or "",
+                auth=t["auth"] if t.get("username") else "anonymous", mode=self._mode(),
+                host_type=t["host_type"], prefix_len=t["prefix_len"] or None, local_ipv4=self.wan_ip,
+                keepalive_interval=t["keepalive_interval"] or 30, transport=transport, server=host, rand=_rand)
+        except ConfigError as exc:
+            self._failed(now, "cannot start a TSP session: %s" % exc.reason, fatal=True)
+            return
         self._open(now, transport)
 
     def _open(self, now, transport):

@@ -67,9 +67,9 @@ def test_tsp_v6anyv4_behind_nat_ends_in_v6udpv4(lab_nat):
 
 def test_tsp_falls_back_to_udp_when_protocol_41_is_dropped(lab_nat):
     lab = lab_nat
-    start_tsp_broker(lab, example_config(v6v4_endpoint="declared") if False else example_config())
+    start_tsp_broker(lab, example_config())
     # the ISP drops protocol 41 (a NAT or firewall that does not pass it)
-    lab.nft("isp", "table inet drop41 {\n chain fwd {\n  type filter hook forward priority -10; policy accept;\n"
+    lab.nft("isp", "table inet drop41 {\n chain forward41 {\n  type filter hook forward priority -10; policy accept;\n"
                    "  ip protocol 41 drop\n }\n}\n")
     d = tsp_daemon(lab, tsp_transport="tcp").start()  # over TCP the broker offers v6v4 even behind NAT
     try:
