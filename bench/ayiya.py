@@ -479,7 +479,10 @@ def report(mode, size, runs, results):
     spread = "%.0f-%.0f" % (min(r[mode] for r in runs), max(r[mode] for r in runs))
     line = "%-7s %5d B  %9.0f pkt/s (%s)  %7.1f Mbit/s" % (mode, size, pps, spread, pps * inner * 8 / 1e6)
     if not mode.startswith("base"):
-        line += "  client cpu %3.0f%%" % med(runs, "cpu")
+        c = med(runs, "cpu")
+        line += "  client cpu %3.0f%%" % c
+        if pps:
+            line += " (%.2f us/pkt)" % statistics.median(r["cpu"] / 100 / r[mode] * 1e6 for r in runs if r[mode])
     if any(r.get("contended") for r in runs):
         line += "  [contended]"
     base = results.get(("base-" + mode, size))

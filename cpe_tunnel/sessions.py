@@ -187,4 +187,11 @@ def _tsp_session(runner, t):
     return TspSession(runner, t)
 
 
-SESSIONS = {"static": StaticSession, "http-update": HttpUpdateSession, "tsp": _tsp_session}
+def _tic_session(runner, t):
+    from .sessions_sixxs import TicSession
+
+    return TicSession(runner, t)
+
+
+SESSIONS = {"static": StaticSession, "http-update": HttpUpdateSession, "tsp": _tsp_session,
+            "tic": _tic_session}

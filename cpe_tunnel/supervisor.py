@@ -61,6 +61,7 @@ class TunnelRunner:
         self.local6 = self.plen6 = self.peer6 = None
         self.prefixes = []
         self.keepalive_interval = t["keepalive_interval"]
+        self.remote4 = None  # the broker's IPv4 end of the data plane, when it has one
         self.dp = None
         self.monitor = None
         self.session = None
@@ -81,7 +82,7 @@ class TunnelRunner:
         self.monitor = netlink.WanMonitor(t.get("wan_device"))
         self.loop.add_reader(self.monitor, self._on_netlink)
         self.wan_dev, self.wan_ip = self._read_wan()
-        if self.mode != "tsp":
+        if self.mode in ("static", "http-update"):  # the other modes learn it from the broker
             self.configure(now, self.params_from_config())
         self._start_session(now, "start")
         if not self.wan_ip:
@@ -114,11 +115,19 @@ class TunnelRunner:
         self.prefixes = list(params["prefixes"])
         self.keepalive_interval = params["keepalive_interval"]
         mtu = params["mtu"]
+        self.remote4 = params.get("remote4")
         if params["kind"] == "udp6":
             from .adapters.udp6 import UserspaceUdp6
 
+            self.remote4 = None  # rides the TSP session's socket
             self.dp = UserspaceUdp6(self.ifname, params["sock"], mtu=mtu, netlink=self.nl,
                                     on_control=params.get("on_control"))
+        elif params["kind"] == "ayiya":
+            from .adapters.ayiya_dp import UserspaceAyiya
+
+            self.dp = UserspaceAyiya(self.ifname, self.wan_ip, params["remote4"], self.local6, self.peer6,
+                                     params["password"], mtu=mtu, netlink=self.nl,
+                                     on_control=params.get("on_control"))
         else:
             self.dp = sixin4.create_dataplane(t["dataplane"], self.nl, self.ifname, self.wan_ip,
                                               params["remote4"], ttl=t["ttl"], tos=t["tos"], mtu=mtu)
@@ -213,13 +222,13 @@ class TunnelRunner:
         if self.fatal or any(new.get(k) != self.t.get(k) for k in self.HARD_KEYS):
             return False
         old, self.t, self.cfg = self.t, new, cfg
-        if new.get("ip6prefix") != old.get("ip6prefix") and self.mode != "tsp":
+        if new.get("ip6prefix") != old.get("ip6prefix") and self.mode in ("static", "http-update"):
             self._del_routes(only_unreachable=True)
             self.prefixes = [(addr.ip6_aton(p), n) for p, n in (new.get("ip6prefix") or [])]
             self._add_prefix_routes()
             log.notice("tunnel %s: delegated prefixes now %s", self.name,
                        ", ".join(addr.format_prefix6(p, n) for p, n in self.prefixes) or "none")
-        if new["keepalive_interval"] != old["keepalive_interval"] and self.mode != "tsp":
+        if new["keepalive_interval"] != old["keepalive_interval"] and self.mode in ("static", "http-update"):
             self.keepalive_interval = new["keepalive_interval"]
             self._stop_keepalive()
             self._start_keepalive()
@@ -274,8 +283,8 @@ class TunnelRunner:
         if ip is None:
             self.sup.state_changed(now)
             return
-        if self.dp is not None and self.mode != "tsp":
-            self.dp.set_endpoints(ip, self.t["peeraddr"])
+        if self.dp is not None and self.remote4:
+            self.dp.set_endpoints(ip, self.remote4)
         self.session.wan_changed(now, ip)
         if self.keepalive:
             self.keepalive.reset(now)

@@ -20,7 +20,7 @@
 
 from cpe_tunnel.core import addr
 
-MODES = ("http-update", "static", "tsp")
+MODES = ("http-update", "static", "tsp", "tic")
 
 
 class Option:
@@ -82,6 +82,7 @@ class SectionType:
 HTTP = ("http-update",)
 SIXIN4 = ("http-update", "static")  # the 6in4 modes whose tunnel is configured by hand
 TSP = ("tsp",)
+TIC = ("tic",)
 
 SCHEMA = [
     SectionType("globals", "Settings of the cpe-tunnel daemon itself. Optional; at most one, "
@@ -102,7 +103,9 @@ SCHEMA = [
                     Option("mode", "enum", None,
                            "http-update: 6in4 and keep the broker's idea of our IPv4 endpoint current "
                            "with its HTTP update API (tunnelbroker.net style). static: plain 6in4, "
-                           "no broker update. tsp: ask a TSP broker (RFC 5572) for the tunnel.",
+                           "no broker update. tsp: ask a TSP broker (RFC 5572) for the tunnel. tic: fetch the "
+                           "tunnel from a SixXS-style TIC server: 6in4 (static or with heartbeat) or "
+                           "AYIYA (IPv6 in UDP, works behind NAT).",
                            required=True, choices=MODES, example="http-update"),
                     Option("wan_device", "ifname", None,
                            "Device whose IPv4 address is our tunnel endpoint. Unset: the device of "
@@ -145,7 +148,7 @@ SCHEMA = [
                            modes=HTTP),
                     Option("username", "string", None,
                            "Account name at the broker (mode tsp: unset = anonymous).",
-                           required=HTTP, modes=HTTP + TSP, example="example-user",
+                           required=HTTP + TIC, modes=HTTP + TSP + TIC, example="example-user",
                            hint="your account name at the broker"),
                     Option("updatekey", "string", None,
                            "Update key of the tunnel (tunnelbroker.net: Advanced tab); preferred "
@@ -155,14 +158,16 @@ SCHEMA = [
                     Option("password", "string", None,
                            "Account password (http-update: used when no updatekey is set). "
                            "Secret: never logged.",
-                           modes=HTTP + TSP, secret=True, example="example-password"),
-                    Option("tunnelid", "string", None, "The broker's ID of this tunnel.",
-                           required=HTTP, modes=HTTP, example="123456",
+                           required=TIC, modes=HTTP + TSP + TIC, secret=True, example="example-password"),
+                    Option("tunnelid", "string", None,
+                           "The broker's ID of this tunnel (tic: e.g. T12345; needed when the "
+                           "account has several).",
+                           required=HTTP, modes=HTTP + TIC, example="123456",
                            hint="the broker's ID of this tunnel"),
-                    Option("tls_verify", "bool", "1", "Check the broker's TLS certificate.", modes=HTTP),
+                    Option("tls_verify", "bool", "1", "Check the broker's TLS certificate.", modes=HTTP + TIC),
                     Option("ca_file", "path", None,
                            "CA bundle for the TLS check. Unset: the system default.",
-                           modes=HTTP, example="/etc/ssl/certs/ca-certificates.crt"),
+                           modes=HTTP + TIC, example="/etc/ssl/certs/ca-certificates.crt"),
                     Option("send_myip", "enum", "auto",
                            "Whether the update names our IPv4 address: always, never (the broker "
                            "uses the source address it sees), or auto (only when our address is "
@@ -181,8 +186,12 @@ SCHEMA = [
                     Option("server", "string", None,
                            "TSP brokers, tried in order: host name or IPv4 address, optionally "
                            ":port (default 3653). A redirect from a broker replaces this list.",
-                           is_list=True, required=TSP, modes=TSP, example=["203.0.113.18"],
-                           hint="the TSP broker, e.g. broker.example.net"),
+                           is_list=True, required=TSP + TIC, modes=TSP + TIC, example=["203.0.113.18"],
+                           hint="the broker (TSP) or TIC server, e.g. broker.example.net"),
+                    Option("tic_tls", "enum", "try",
+                           "STARTTLS on the TIC connection: try (use it when offered), require "
+                           "(refuse a server without it), never.", modes=TIC,
+                           choices=("try", "require", "never")),
                     Option("auth", "enum", "any",
                            "TSP authentication: any (the strongest the broker offers), anonymous, "
                            "plain or digest-md5.", modes=TSP,

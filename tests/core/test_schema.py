@@ -248,13 +248,13 @@ config tunnel 'he'
     assert problems_of(good_with("option updatekey 'k3y-SECRET-1'", "option password 'pw'")) == []
     # mode missing or invalid: reported, and mode-specific requirements are not guessed
     p = problems_of("config tunnel t\n option peeraddr 203.0.113.1\n option ip6addr 2001:db8::2/64\n")
-    assert p == ["tunnel 't': option 'mode' is required (one of: http-update, static, tsp)"]
+    assert p == ["tunnel 't': option 'mode' is required (one of: http-update, static, tsp, tic)"]
     p = problems_of("config tunnel t\n option mode ayiya\n option peeraddr 203.0.113.1\n"
                     " option ip6addr 2001:db8::2/64\n")
-    assert p == ["tunnel 't': option 'mode' = 'ayiya': expected one of: http-update, static, tsp"]
+    assert p == ["tunnel 't': option 'mode' = 'ayiya': expected one of: http-update, static, tsp, tic"]
     # tsp: the broker gives addresses and prefix; only the server list is required
     p = problems_of("config tunnel t\n option mode tsp\n")
-    assert p == ["tunnel 't': option 'server' is required in mode 'tsp' (the TSP broker, e.g. "
+    assert p == ["tunnel 't': option 'server' is required in mode 'tsp' (the broker (TSP) or TIC server, e.g. "
                  "broker.example.net)"]
     cfg, p = check("config tunnel t\n option mode tsp\n list server 203.0.113.18\n")
     assert p == [] and cfg["tunnel"]["tunnel_mode"] == "v6anyv4" and cfg["tunnel"]["host_type"] == "router"

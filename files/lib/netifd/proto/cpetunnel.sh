@@ -61,6 +61,7 @@ proto_cpetunnel_init_config() {
 	proto_config_add_int "update_retry_min"
 	proto_config_add_int "update_retry_max"
 	proto_config_add_array "server"
+	proto_config_add_string "tic_tls"
 	proto_config_add_string "auth"
 	proto_config_add_string "tunnel_mode"
 	proto_config_add_string "host_type"
@@ -70,7 +71,7 @@ proto_cpetunnel_init_config() {
 	proto_config_add_string "tunlink"
 }
 
-CPETUNNEL_TUNNEL_OPTIONS="mode ipaddr peeraddr ip6addr ip6gw dataplane mtu ttl tos keepalive_interval update_url username updatekey password tunnelid tls_verify ca_file send_myip update_retry_min update_retry_max auth tunnel_mode host_type prefix_len tsp_transport"
+CPETUNNEL_TUNNEL_OPTIONS="mode ipaddr peeraddr ip6addr ip6gw dataplane mtu ttl tos keepalive_interval update_url username updatekey password tunnelid tls_verify ca_file send_myip update_retry_min update_retry_max tic_tls auth tunnel_mode host_type prefix_len tsp_transport"
 CPETUNNEL_TUNNEL_LISTS="ip6prefix private_range server"
 CPETUNNEL_GLOBAL_OPTIONS="log_level"
 # END GENERATED

