@@ -127,8 +127,9 @@ def _load_mmsg():
 
 
 _MMSG = _load_mmsg()
-MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
-MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
+# plain ints: socket's are IntFlag members, whose & costs a Python-level call per packet
+MSG_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0x40))
+MSG_TRUNC = int(getattr(socket, "MSG_TRUNC", 0x20))
 
 
 class _Ring:
