@@ -46,8 +46,9 @@ BATCH = 32  # datagrams per sendmmsg/recvmmsg, and packets between counter updat
 SOCKBUF = 1 << 20
 
 # classify_datagram() results below 0, as drop reasons (index = -result)
-DROP_REASONS = (None, "not IPv6", "truncated IPv6 packet", "short control message")
-_NOT_IPV6, _TRUNCATED, _SHORT_CONTROL = -1, -2, -3
+DROP_REASONS = (None, "not IPv6", "truncated IPv6 packet", "short control message",
+                "datagram larger than the MTU")
+_NOT_IPV6, _TRUNCATED, _SHORT_CONTROL, _TOO_BIG = -1, -2, -3, -4
 CONTROL = 0
 
 
@@ -129,13 +130,14 @@ def _load_mmsg():
 _MMSG = _load_mmsg()
 # plain ints: socket's are IntFlag members, whose & costs a Python-level call per packet
 MSG_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0x40))
-MSG_TRUNC = int(getattr(socket, "MSG_TRUNC", 0x20))
 
 
 class _Ring:
     """n slots of `slot` bytes in one bytearray, with the iovec and mmsghdr arrays that
-    point into it. views[i] is slot i; set_len(i, n) sets the length of datagram i to
-    send; msg_len(i) / msg_flags(i) read what recvmmsg reported."""
+    point into it. views[i] is slot i. iov_words: the iovec array as size_t words (the
+    length of slot i's datagram to send is word i * iov_stride + iov_len_off);
+    msg_words: the mmsghdr array as 32-bit words (the length recvmmsg reported for
+    datagram i is word i * msg_stride + msg_len_off)."""
 
     def __init__(self, n, slot):
         ctypes, iovec, _msghdr, mmsghdr, _s, _r = _MMSG
@@ -166,7 +168,6 @@ class _Ring:
         self.msg_words = memoryview(raw).cast("B").cast("I")
         self.msg_stride = ctypes.sizeof(mmsghdr) // 4
         self.msg_len_off = mmsghdr.len.offset // 4
-        self.msg_flags_off = (mmsghdr.hdr.offset + _msghdr.flags.offset) // 4
         mv = memoryview(self.buf)
         self.views = [mv[i * slot:(i + 1) * slot] for i in range(n)]
 
@@ -648,7 +649,13 @@ class UserspaceUdp6(TunSocketPlane):
                 try:
                     while True:
                         n = recv_into(buf)
-                        end = classify(buf, 0, n)
+                        # the common case inline; classify_datagram() has the whole rule
+                        if n >= 40 and buf[0] >> 4 == 6:
+                            end = 40 + (buf[4] << 8 | buf[5])
+                            if end > n:
+                                end = _TRUNCATED
+                        else:
+                            end = classify(buf, 0, n)
                         if end > 0:
                             try:
                                 write(fd, mv[:end])
@@ -699,7 +706,7 @@ class UserspaceUdp6(TunSocketPlane):
             slot = ring.slot
             views = ring.views
             mw = ring.msg_words
-            mstride, lenoff, flagoff = ring.msg_stride, ring.msg_len_off, ring.msg_flags_off
+            mstride, lenoff = ring.msg_stride, ring.msg_len_off
             addr = ring.addr
             drops = self._rx_drops
             write = os.write
@@ -727,28 +734,30 @@ class UserspaceUdp6(TunSocketPlane):
                         return
                     continue
                 pk = by = 0
-                i = 0
-                while i < k:
-                    n = mw[i * mstride + lenoff]
+                # msg_len of each datagram, all at once
+                for i, n in enumerate(mw[lenoff:k * mstride:mstride].tolist()):
                     o = i * slot
-                    if mw[i * mstride + flagoff] & MSG_TRUNC:
-                        self._drop(drops, "datagram larger than the MTU")
+                    if n >= 40 and buf[o] >> 4 == 6 and n < slot:
+                        end = 40 + (buf[o + 4] << 8 | buf[o + 5])
+                        if end > n:
+                            end = _TRUNCATED
+                    elif n >= slot:  # filled the slot: it was cut short
+                        end = _TOO_BIG
                     else:
                         end = classify(buf, o, n)
-                        if end > 0:
-                            try:
-                                write(fd, views[i][:end])
-                                pk += 1
-                                by += end
-                            except OSError as e:
-                                if e.errno in (errno.EBADF, errno.EBADFD):
-                                    return
-                                self._drop(drops, "TUN write error")
-                        elif end == 0:
-                            self._control(bytes(views[i][:n]))
-                        else:
-                            self._drop(drops, reasons[-end])
-                    i += 1
+                    if end > 0:
+                        try:
+                            write(fd, views[i][:end])
+                            pk += 1
+                            by += end
+                        except OSError as e:
+                            if e.errno in (errno.EBADF, errno.EBADFD):
+                                return
+                            self._drop(drops, "TUN write error")
+                    elif end == 0:
+                        self._control(bytes(views[i][:n]))
+                    else:
+                        self._drop(drops, reasons[-end])
                 if pk:
                     self.rx_packets += pk
                     self.rx_bytes += by

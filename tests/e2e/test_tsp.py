@@ -3,6 +3,7 @@
 delegated prefix, and the LAN host reaches the IPv6 host through it."""
 
 import ipaddress
+import time
 
 import pytest
 
@@ -80,6 +81,95 @@ def test_tsp_falls_back_to_udp_when_protocol_41_is_dropped(lab_nat):
         lan_reaches_v6host(lab, d)
         res = d.cli("status")
         assert "protocol 41" in res.stdout or "protocol 41" in d.log()
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+def test_tsp_through_two_nat_hops(make_lab):
+    lab = make_lab(nat=True, nat_hops=2)
+    start_tsp_broker(lab, example_config())
+    d = tsp_daemon(lab).start()
+    try:
+        st = lan_reaches_v6host(lab, d)
+        assert st["tsp"]["tunnel_type"] == "v6udpv4" and st["wan"]["nat_detected"]
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+def test_tsp_keepalive_holds_udp_mapping_and_nat_change_recovers(lab_nat):
+    lab = lab_nat
+    broker = start_tsp_broker(lab, example_config())
+    lab.set_conntrack_timeouts("isp", udp=5, udp_stream=5)
+    d = tsp_daemon(lab, keepalive_interval=2).start()
+    try:
+        lan_reaches_v6host(lab, d)
+        st = d.status()
+        a = lab.wait_lan_address(st["lans"][0]["prefix"], timeout=5)
+        sessions = st["tsp"]["sessions"]
+        time.sleep(16)  # three UDP timeouts with only keepalives on the wire
+        st = d.status()
+        assert st["state"] == "up" and st["tsp"]["sessions"] == sessions, "the tunnel was rebuilt while idle"
+        assert lab.ping6("v6host", a.address, count=1, timeout=2), "inbound lost: the NAT mapping expired"
+
+        # the NAT's public address changes: keepalive loss, a new session, traffic again
+        t0 = time.monotonic()
+        lab.set_nat_public("203.0.113.3")
+        harness.wait_for(lambda: lab.ping6("lan", harness.V6HOST, count=1, timeout=1, src=a.address)
+                         and d.status()["tsp"]["sessions"] > sessions, timeout=30,
+                         what="traffic after the NAT's address changed")
+        took = time.monotonic() - t0
+        assert took < 2 * (3 + 1) + 8, "recovery took %.1f s" % took
+        assert any(t.get("seen") == "203.0.113.3" or t.get("endpoint", "").startswith("203.0.113.3")
+                   for t in broker.state()["tunnels"].values())
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+def test_tsp_negotiates_with_30_percent_control_loss(lab_nat):
+    lab = lab_nat
+    start_tsp_broker(lab, example_config())
+    lab.nft("isp", "table inet lossy {\n chain forward30 {\n  type filter hook forward priority -10; policy accept;\n"
+                   "  udp dport 3653 numgen random mod 10 < 3 drop\n"
+                   "  udp sport 3653 numgen random mod 10 < 3 drop\n }\n}\n")
+    d = tsp_daemon(lab).start()
+    try:
+        lan_reaches_v6host(lab, d, timeout=60)
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+@pytest.mark.parametrize("fault,words", [
+    ({"refuse_auth": True}, "authentication failed"),
+    ({"busy": True}, "busy"),
+])
+def test_tsp_error_status_in_plain_words(lab, fault, words):
+    broker = start_tsp_broker(lab, example_config())
+    broker.set_fault(**fault)
+    d = tsp_daemon(lab).start()
+    try:
+        st = d.wait_status(lambda s: s["state"] == "down" and words in (s["reason"] or "").lower(), timeout=15,
+                           what="the TSP error in status")
+        assert st["last_error"]
+        assert d.cli("status").returncode == 1
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+def test_tsp_redirect_lands_on_second_broker(lab):
+    first = start_tsp_broker(lab, example_config())
+    second = start_tsp_broker(lab, example_config(listen="203.0.113.19", tunnel_prefix="2001:db8:101::/64",
+                                                  prefix_pool="2001:db8:5000::/40"))
+    first.set_fault(redirect=["203.0.113.19"])
+    d = tsp_daemon(lab, tunnel_mode="v6v4").start()
+    try:
+        st = lan_reaches_v6host(lab, d)
+        assert st["broker"]["server"].startswith("203.0.113.19")
+        second.wait_tunnel(timeout=5, type="v6v4")
     finally:
         d.stop()
         d.cleanup()

@@ -132,11 +132,11 @@ mount --bind $O /run/out
 O=/run/out
 # private /tmp, /dev, /dev/shm: nothing of the guest lands in the host's
 mount -t tmpfs -o mode=1777 tmp /tmp
-mount -t devtmpfs dev /dev 2>/dev/null || mount -t tmpfs -o mode=755 dev /dev
+mount -t devtmpfs dev /dev || mount -t tmpfs -o mode=755 dev /dev
+[ -c /dev/null ] || { rm -f /dev/null; mknod -m 666 /dev/null c 1 3; }
 mkdir -p /dev/pts /dev/shm /dev/net
-mount -t devpts devpts /dev/pts 2>/dev/null
+mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=1777 shm /dev/shm
-[ -e /dev/null ] || mknod -m 666 /dev/null c 1 3
 [ -e /dev/zero ] || mknod -m 666 /dev/zero c 1 5
 [ -e /dev/urandom ] || mknod -m 666 /dev/urandom c 1 9
 [ -e /dev/random ] || mknod -m 666 /dev/random c 1 8
