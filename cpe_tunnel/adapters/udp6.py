@@ -624,8 +624,14 @@ class UserspaceUdp6(TunSocketPlane):
                    else "socket read error")
         return False
 
+    def _rx_limit(self):
+        """Datagrams this long or longer are dropped ("datagram larger than the MTU"):
+        room for a broker whose MTU is larger than ours, within a fixed buffer."""
+        return max(4096, self.mtu + 1)
+
     def _rx_plain(self, sock):
         fd = self._tun
+        limit = self._rx_limit()
         buf = bytearray(BUFSIZE)
         mv = memoryview(buf)
         drops = self._rx_drops
@@ -650,10 +656,12 @@ class UserspaceUdp6(TunSocketPlane):
                     while True:
                         n = recv_into(buf)
                         # the common case inline; classify_datagram() has the whole rule
-                        if n >= 40 and buf[0] >> 4 == 6:
+                        if n >= 40 and buf[0] >> 4 == 6 and n < limit:
                             end = 40 + (buf[4] << 8 | buf[5])
                             if end > n:
                                 end = _TRUNCATED
+                        elif n >= limit:
+                            end = _TOO_BIG
                         else:
                             end = classify(buf, 0, n)
                         if end > 0:
@@ -699,7 +707,7 @@ class UserspaceUdp6(TunSocketPlane):
         fd = self._tun
         ring = None
         try:
-            ring = _Ring(BATCH, max(4096, self.mtu + 1))
+            ring = _Ring(BATCH, self._rx_limit())
             recvmmsg = _MMSG[5]
             get_errno = _MMSG[0].get_errno
             buf = ring.buf

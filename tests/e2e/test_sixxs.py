@@ -92,3 +92,47 @@ def test_router_clock_off_is_reported_in_plain_words(lab):
     finally:
         d.stop()
         d.cleanup()
+
+
+def test_ayiya_through_two_nats_follows_nat_change(make_lab):
+    lab = make_lab(nat=True, nat_hops=2)
+    pop = start_pop(lab, example_config())
+    lab.set_conntrack_timeouts("isp1", udp=5, udp_stream=5)
+    lab.set_conntrack_timeouts("isp2", udp=5, udp_stream=5)
+    d = tic_daemon(lab, "T5072", ca_file=pop.ca_file).start()
+    try:
+        a = reach(lab, d, ROUTED["T5072"])
+        assert pop.tunnel("T5072")["endpoint"] == "203.0.113.2"
+        time.sleep(12)  # mapping expiry held off by the keepalives/beats
+        assert lab.ping6("v6host", a.address, count=1, timeout=2), "inbound lost: NAT mapping expired"
+        lab.set_nat_public("203.0.113.3")
+        pop.wait_until(lambda s: s["tunnels"]["T5072"]["endpoint"] == "203.0.113.3", timeout=15)
+        harness.wait_for(lambda: lab.ping6("lan", harness.V6HOST, count=1, timeout=1, src=a.address),
+                         timeout=15, what="traffic after the NAT's address changed")
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+def test_ayiya_hostile_packets_are_dropped_and_counted(lab):
+    pop = start_pop(lab, example_config())
+    d = tic_daemon(lab, "T5072", ca_file=pop.ca_file).start()
+    try:
+        a = reach(lab, d, ROUTED["T5072"])
+        echo = "6000000000083a40" + "20010db802ff00010000000000000001" + "20010db802ff00010000000000000002" \
+            + "8000000012340001"
+        # a packet signed 5 minutes ago (a capture replayed later), a wrong signature,
+        # a foreign identity: each dropped and counted, the tunnel unaffected
+        pop.send_ayiya("T5072", opcode=1, next_header=41, payload=echo, epoch_delta=-300)
+        pop.send_ayiya("T5072", opcode=1, next_header=41, payload=echo, bad_signature=True)
+        pop.send_ayiya("T5072", opcode=1, next_header=41, payload=echo, identity="2001:db8:dead::1")
+        drops = d.wait_status(lambda s: len(s["counters"].get("drops") or {}) >= 3, timeout=5,
+                              what="three drop reasons counted")["counters"]["drops"]
+        text = " ".join(drops)
+        assert "stale" in text and "signature" in text and "identity" in text, drops
+        assert d.status()["state"] == "up"
+        assert lab.ping6("lan", harness.V6HOST, count=1, timeout=2, src=a.address)
+        assert "Dropped:" in d.cli("status").stdout
+    finally:
+        d.stop()
+        d.cleanup()

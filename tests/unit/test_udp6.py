@@ -207,12 +207,14 @@ def test_ping_control_junk_and_close(two_ns, batch):
         # junk: dropped and counted by reason, nothing reaches the TUN
         v4 = bytes.fromhex("4500001c000040004011") + bytes(18)
         trunc = peer.echo_request()[:50]  # IPv6 payload length says 16, 10 bytes there
-        for d in (v4, b"", b"\xf0\x00\x00", trunc, b"\x60\x00"):
+        big = peer.echo_request()[:4] + struct.pack(">H", 4960) + peer.echo_request()[6:40] + bytes(4960)
+        for d in (v4, b"", b"\xf0\x00\x00", trunc, b"\x60\x00", big):
             peer.sock.sendto(d, (A_IP, cport))
-        want = {"not IPv6": 2, "short control message": 1, "truncated IPv6 packet": 2}
+        want = {"not IPv6": 2, "short control message": 1, "truncated IPv6 packet": 2,
+                "datagram larger than the MTU": 1}
         assert _wait(lambda: plane.counters()["drops"] == want), plane.counters()["drops"]
         c = plane.counters()
-        assert c["rx_dropped"] == 5 and c["rx_packets"] == rx0
+        assert c["rx_dropped"] == 6 and c["rx_packets"] == rx0
 
         # a datagram from a foreign source never reaches the plane (connected socket) ...
         peer.other.sendto(peer.echo_request(seq=7), (A_IP, cport))
