@@ -107,13 +107,13 @@ static socklen_t mkaddr(int fam, const char *addr, int port, struct sockaddr_sto
         struct sockaddr_in *a = (struct sockaddr_in *)ss;
         a->sin_family = AF_INET;
         a->sin_port = htons(port);
-        if (inet_pton(AF_INET, addr, &a->sin_addr) != 1) { fprintf(stderr, "bad address %s\n", addr); exit(2); }
+        if (inet_pton(AF_INET, addr, &a->sin_addr) != 1) { fprintf(stderr, "bad %s\n", addr); exit(2); }
         return sizeof(*a);
     } else {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
         a->sin6_family = AF_INET6;
         a->sin6_port = htons(port);
-        if (inet_pton(AF_INET6, addr, &a->sin6_addr) != 1) { fprintf(stderr, "bad address %s\n", addr); exit(2); }
+        if (inet_pton(AF_INET6, addr, &a->sin6_addr) != 1) { fprintf(stderr, "bad %s\n", addr); exit(2); }
         return sizeof(*a);
     }
 }
@@ -370,23 +370,23 @@ class Bench:
             f.write(C_SOURCE)
         sh("gcc", "-O2", "-Wall", "-pthread", "-o", exe, src)
         self.exe = exe
-        a, b, l = self.ns["a"], self.ns["b"], self.ns["l"]
-        for ns in (a, b, l):
+        a, b, lan = self.ns["a"], self.ns["b"], self.ns["l"]
+        for ns in (a, b, lan):
             sh("ip", "netns", "add", ns)
             ipn(ns, "link", "set", "lo", "up")
         ipn(a, "link", "add", "wan", "type", "veth", "peer", "name", "pop", "netns", b)
-        ipn(a, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", l)
-        for ns in (a, b, l):
+        ipn(a, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", lan)
+        for ns in (a, b, lan):
             sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
                "net.ipv6.conf.default.accept_dad=0")
         sh("ip", "netns", "exec", a, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
         for ns, dev, addr in ((a, "wan", A_IP + "/24"), (b, "pop", B_IP + "/24"),
-                              (a, "lan", LAN_A + "/64"), (l, "eth0", LAN_L + "/64")):
+                              (a, "lan", LAN_A + "/64"), (lan, "eth0", LAN_L + "/64")):
             ipn(ns, "addr", "add", addr, "dev", dev, *(("nodad",) if ":" in addr else ()))
             ipn(ns, "link", "set", dev, "up")
-        ipn(l, "-6", "route", "add", "default", "via", LAN_A)
+        ipn(lan, "-6", "route", "add", "default", "via", LAN_A)
         # a permanent neighbour entry: forwarded packets never wait for (or lose to) ND
-        mac = subprocess.run(["ip", "-n", l, "-j", "link", "show", "eth0"], capture_output=True, text=True,
+        mac = subprocess.run(["ip", "-n", lan, "-j", "link", "show", "eth0"], capture_output=True, text=True,
                              check=True, timeout=15).stdout
         ipn(a, "-6", "neigh", "replace", LAN_L, "lladdr", json.loads(mac)[0]["address"], "dev", "lan",
             "nud", "permanent")
@@ -582,19 +582,21 @@ class Bench:
                     row = {"size": size, "dir": name, "rate": rate, "offered": offered[i], "got": got[i]}
                     rows.append(row)
                     loss = 100.0 * (1 - row["got"] / row["offered"]) if row["offered"] else 0.0
-                    print("e2e  %-4s %5d B  %-10s offered %9.0f/s  received %9.0f/s  loss %5.1f %%  %7.1f Mbit/s"
-                          % (name, size, "flat out" if not rate else "%d/s" % rate, row["offered"], row["got"],
-                             loss, row["got"] * (size + 48) * 8 / 1e6))
+                    how = "flat out" if not rate else "%d/s" % rate
+                    print("e2e  %-4s %5d B  %-10s offered %9.0f/s  received %9.0f/s  loss %5.1f %%  "
+                          "%7.1f Mbit/s" % (name, size, how, row["offered"], row["got"], loss,
+                                            row["got"] * (size + 48) * 8 / 1e6))
         return rows
 
 
 def print_row(r):
     mbit = r["pps"] * (r["size"] + 48) * 8 / 1e6
     parts = "" if len(r["parts"]) == 1 else " (tx %.0f + rx %.0f)" % tuple(r["parts"])
-    print("alone %-4s %5d B  %9.0f pkt/s [%.0f-%.0f]%s  %7.1f Mbit/s  client CPU %5.1f %% (core %3.0f %% busy)  "
-          "plain UDP %9.0f pkt/s  ratio %.2f" % (r["dir"], r["size"], r["pps"], r["min"], r["max"], parts, mbit,
-                                                 r["cpu"], r["core"], r["base"],
-                                                 r["pps"] / r["base"] if r["base"] else 0), flush=True)
+    per = r["cpu"] / 100.0 / r["pps"] * 1e6 if r["pps"] else 0.0
+    print("alone %-4s %5d B  %9.0f pkt/s [%.0f-%.0f]%s  %7.1f Mbit/s  client CPU %5.1f %% = %.2f us/pkt "
+          "(core %3.0f %% busy)  plain UDP %9.0f pkt/s  ratio %.2f"
+          % (r["dir"], r["size"], r["pps"], r["min"], r["max"], parts, mbit, r["cpu"], per, r["core"],
+             r["base"], r["pps"] / r["base"] if r["base"] else 0), flush=True)
 
 
 def main():

@@ -581,7 +581,8 @@ class Netlink:
         protocol, hop limit, encapsulation limit and flags are kept (read back from the
         link, else as created)."""
         idx = self._index(ifname)
-        ttl, limit, flags = getattr(self, "_ip6tnl_parms", {}).get(ifname, (64, 0, self.IP6TNL_F_IGN_ENCAP_LIMIT))
+        ttl, limit, flags = getattr(self, "_ip6tnl_parms", {}).get(
+            ifname, (64, 0, self.IP6TNL_F_IGN_ENCAP_LIMIT))
         msg = self._link_msg(ifname)
         info = msg.get_attr("IFLA_LINKINFO") if msg is not None else None
         data = info.get_attr("IFLA_INFO_DATA") if info is not None else None

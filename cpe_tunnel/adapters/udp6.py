@@ -18,12 +18,19 @@
 # (the daemon queues it to its loop); an IPv6 packet whose payload length fits the
 # datagram goes to the TUN (trailing bytes cut off); anything else is dropped and counted.
 #
-# Speed (bench/v6udpv4.py, bench/README.md): one thread per direction; each drains its
-# non-blocking fd until EAGAIN and only then sleeps in poll() on (fd, its control pipe).
-# Where ctypes and sendmmsg/recvmmsg exist, datagrams move in batches of up to BATCH per
-# system call (the TUN still needs one read or write per packet); otherwise socket
-# send()/recv_into(). Buffers are preallocated, the packet path allocates nothing but
-# memoryview slices, counters are published once per batch, and nothing is logged.
+# Speed (bench/v6udpv4.py; figures and the variants measured in bench/README.md):
+# - Two "pumps", TUN -> socket and socket -> TUN. Each call moves up to BATCH packets from
+#   a non-blocking fd and says whether the fd ran dry; a forwarding thread sleeps in
+#   poll() only when all its pumps ran dry (never a poll per packet under load).
+# - One thread runs both pumps when the process may use a single CPU (a one-core router,
+#   or the benchmark's taskset): no GIL hand-over between threads, measured faster with
+#   both directions loaded. Otherwise one thread per pump, so that the kernel work of the
+#   two directions (most of the cost) can proceed on two cores.
+# - Where ctypes and sendmmsg/recvmmsg exist, datagrams move in batches of up to BATCH
+#   per system call (the TUN still needs one read or write per packet), else socket
+#   send()/recv_into(). TUN reads use FileIO.readinto (None when empty: no exception).
+# - Buffers are preallocated; the packet path allocates nothing but memoryview slices;
+#   counters are published once per batch; nothing is logged per packet.
 #
 # Socket replacement without races: each thread works on its own dup() of the socket,
 # picks up a new one handed over by replace_socket() (checked once per batch, or woken
@@ -31,6 +38,7 @@
 # closed under a thread that may still use it.
 
 import errno
+import io
 import os
 import select
 import socket
@@ -39,11 +47,13 @@ import time
 
 from cpe_tunnel.adapters.tun import open_tun
 
-__all__ = ["UserspaceUdp6", "TunSocketPlane", "BATCH", "CONTROL", "DROP_REASONS", "classify_datagram"]
+__all__ = ["BATCH", "CONTROL", "DROP_REASONS", "TunSocketPlane", "UserspaceUdp6", "classify_datagram",
+           "single_cpu"]
 
 BUFSIZE = 65536
-BATCH = 32  # datagrams per sendmmsg/recvmmsg, and packets between counter updates
+BATCH = 32  # packets per pump call (and per sendmmsg/recvmmsg)
 SOCKBUF = 1 << 20
+SEND_WAIT_MS = 10  # socket buffer full: wait this long for room, then drop the rest of the batch
 
 # classify_datagram() results below 0, as drop reasons (index = -result)
 DROP_REASONS = (None, "not IPv6", "truncated IPv6 packet", "short control message",
@@ -114,7 +124,8 @@ def _load_mmsg():
 
     class msghdr(ctypes.Structure):
         _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.c_void_p),
-                    ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                    ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p),
+                    ("controllen", ctypes.c_size_t),
                     ("flags", ctypes.c_int)]
 
     class mmsghdr(ctypes.Structure):
@@ -182,25 +193,42 @@ class _Ring:
 # --------------------------------------------------------------------------------
 
 
+class _Stop(Exception):
+    """Raised inside a pump when its thread must end (the TUN was closed under it)."""
+
+
+def single_cpu():
+    """True when this process may run on one CPU only (affinity or a one-core box)."""
+    try:
+        return len(os.sched_getaffinity(0)) <= 1
+    except (AttributeError, OSError):
+        return (os.cpu_count() or 1) <= 1
+
+
 class TunSocketPlane:
-    """What the userspace planes here share: a TUN device, a socket the plane owns, one
-    forwarding thread per direction (tx: TUN -> socket, rx: socket -> TUN), each with
-    its own dup() of the socket and a control pipe; counters; prompt close().
-    Subclasses provide _tx_loop(sock) / _rx_loop(sock) and _new_socket()."""
+    """What the userspace planes here share: a TUN device, a socket the plane owns, two
+    pumps (tx: TUN -> socket, rx: socket -> TUN) run by one or two forwarding threads,
+    each thread with its own dup() of the socket and a control pipe; counters; prompt
+    close(). Subclasses provide _new_socket() and _pumps(sock) -> (tx, rx).
+
+    threads: 1, 2, or None = 1 when single_cpu() else 2 (see the module comment)."""
 
     kind = "userspace"
     thread_tag = "plane"
 
-    def __init__(self, ifname, mtu, netlink=None, netns=None):
+    def __init__(self, ifname, mtu, netlink=None, netns=None, threads=None):
+        if threads not in (None, 1, 2):
+            raise ValueError("threads must be 1, 2 or None (automatic)")
         self.ifname = ifname
         self.mtu = mtu
         self.netlink = netlink
         self.netns = netns
+        self.threads = threads
         self.error = None  # set when a forwarding thread died unexpectedly
         self._sock = None  # the current socket (the threads use dups of it)
         self._lock = threading.Lock()
-        self._pending = [None, None]  # dup of a new socket for [tx, rx], not yet picked up
-        self._ctl = [None, None]  # (read fd, write fd) control pipe of [tx, rx]
+        self._pending = [None, None]  # dup of a new socket for thread [0, 1], not yet picked up
+        self._ctl = [None, None]  # (read fd, write fd) control pipe of thread [0, 1]
         self._tun = None
         self._threads = []
         self._stopping = False
@@ -215,8 +243,9 @@ class TunSocketPlane:
         """The socket to start with (called by open())."""
         raise NotImplementedError
 
-    def _loops(self):
-        """(tx loop, rx loop): bound methods taking the thread's socket."""
+    def _pumps(self, tx_sock, rx_sock):
+        """(tx pump, rx pump) working on the given sockets (the same one when a single
+        thread runs both)."""
         raise NotImplementedError
 
     def _configure_tun(self, name):
@@ -229,33 +258,39 @@ class TunSocketPlane:
         fd, name = open_tun(self.ifname, mtu=self.mtu, nonblocking=True, netns=self.netns)
         self._tun = fd
         self.ifname = name
-        socks = None
+        socks = []
+        pumps = []
         try:
             if self._sock is None:
                 self._sock = self._new_socket()
-            socks = [self._sock.dup(), self._sock.dup()]
-            for i in (0, 1):
+            n = self.threads or (1 if single_cpu() else 2)
+            for i in range(n):
                 r, w = os.pipe()
                 os.set_blocking(r, False)
                 os.set_blocking(w, False)
                 self._ctl[i] = (r, w)
+                socks.append(self._sock.dup())
             self._configure_tun(name)
             if self.netlink is not None:
                 self.netlink.link_up(name)
             self._stopping = False
-            tx, rx = self._loops()
+            tx, rx = self._pumps(socks[0], socks[-1])
+            pumps = [tx, rx]
+            work = [(0, [tx, rx], socks[0])] if n == 1 else [(0, [tx], socks[0]), (1, [rx], socks[1])]
             tag = self.thread_tag
             self._threads = [
-                threading.Thread(target=self._run, args=(tx, socks[0]), name=tag + "-tx-" + name, daemon=True),
-                threading.Thread(target=self._run, args=(rx, socks[1]), name=tag + "-rx-" + name, daemon=True),
+                threading.Thread(target=self._run, args=(i, ps, s), daemon=True,
+                                 name="%s-%s-%s" % (tag, "+".join(p.name for p in ps), name))
+                for i, ps, s in work
             ]
-            socks = None
+            socks = pumps = []  # the threads own them now
             for t in self._threads:
                 t.start()
         except BaseException:
-            if socks:
-                for s in socks:
-                    s.close()
+            for p in pumps:
+                p.close()
+            for s in socks:
+                s.close()
             self._shutdown()
             raise
 
@@ -264,14 +299,15 @@ class TunSocketPlane:
         batch (woken if idle) and close their old ones; the old socket is closed."""
         old, self._sock = self._sock, sock
         if self._threads:
-            dups = [sock.dup(), sock.dup()]
+            n = len(self._threads)
+            dups = [sock.dup() for _ in range(n)]
             with self._lock:
-                stale = list(self._pending)
-                self._pending[0], self._pending[1] = dups  # in place: the threads hold the list
+                stale = self._pending[:n]
+                self._pending[:n] = dups  # in place: the threads hold the list
             for s in stale:
                 if s is not None:
                     s.close()  # never picked up: no thread ever used it
-            for i in (0, 1):
+            for i in range(n):
                 self._poke(i)
         if old is not None and old is not sock:
             old.close()  # the threads work on their own dups
@@ -331,7 +367,7 @@ class TunSocketPlane:
                 except OSError:
                     pass
 
-    # -- thread plumbing -------------------------------------------------------------------
+    # -- forwarding threads ------------------------------------------------------------
     def _poke(self, i):
         ctl = self._ctl[i]
         if ctl is not None:
@@ -340,11 +376,52 @@ class TunSocketPlane:
             except OSError:
                 pass  # pipe full: it is awake anyway
 
-    def _run(self, loop, sock):
+    def _run(self, i, pumps, sock):
         try:
-            loop(sock)
+            self._forward(i, pumps, sock)
         except Exception as e:  # keep the reason for status; never a silent death
-            self.error = "%s: %s" % (loop.__name__.strip("_"), e)
+            self.error = "%s: %s" % ("+".join(p.name for p in pumps), e)
+
+    def _poller(self, pumps, ctl):
+        poller = select.poll()
+        for p in pumps:
+            poller.register(p.poll_fd(), select.POLLIN)
+        poller.register(ctl, select.POLLIN)
+        return poller
+
+    def _forward(self, i, pumps, sock):
+        """Thread i: run its pumps until all ran dry, then sleep in poll()."""
+        ctl = self._ctl[i][0]
+        pending = self._pending
+        try:
+            poller = self._poller(pumps, ctl)
+            while True:
+                if pending[i] is not None:
+                    sock = self._take(i, sock)
+                    for p in pumps:
+                        p.set_socket(sock)
+                    poller = self._poller(pumps, ctl)
+                dry = True
+                for p in pumps:
+                    if not p.run():
+                        dry = False
+                if self._stopping:
+                    return
+                if dry:
+                    for fd, _ev in poller.poll():
+                        if fd == ctl:
+                            try:
+                                os.read(ctl, 64)
+                            except OSError:
+                                pass
+                    if self._stopping:
+                        return
+        except _Stop:
+            return
+        finally:
+            for p in pumps:
+                p.close()
+            sock.close()
 
     def _take(self, i, sock):
         """Swap to a socket _hand_over() left for thread i, if any; closes the old dup."""
@@ -356,31 +433,321 @@ class TunSocketPlane:
         sock.close()
         return new
 
-    def _idle(self, i, poller):
-        """Sleep until the fd registered in poller or the control pipe is ready.
-        Returns False when the thread must stop."""
-        if self._stopping:
-            return False
-        ctl = self._ctl[i][0]
-        for fd, _ev in poller.poll():
-            if fd == ctl:
+
+def _drop(drops, reason, n=1):
+    drops[reason] = drops.get(reason, 0) + n
+
+
+def _wait_writable(sock):
+    """Wait up to SEND_WAIT_MS for room in sock's send buffer."""
+    p = select.poll()
+    p.register(sock, select.POLLOUT)
+    p.poll(SEND_WAIT_MS)
+
+
+# --------------------------------------------------------------------------------
+# Pumps: run() moves up to BATCH packets and returns True when its source ran dry.
+
+
+class _Pump:
+    name = "pump"
+
+    def __init__(self, plane, sock):
+        self.plane = plane
+        self.fd = plane._tun
+        self.rng = range(BATCH)
+        self.set_socket(sock)
+
+    def set_socket(self, sock):
+        self.sock = sock
+
+    def poll_fd(self):
+        return self.fd
+
+    def close(self):
+        pass
+
+
+class _UdpTxPlain(_Pump):
+    """TUN -> broker, one send() per packet."""
+
+    name = "tx"
+
+    def __init__(self, plane, sock):
+        super().__init__(plane, sock)
+        self.buf = bytearray(BUFSIZE)
+        self.mv = memoryview(self.buf)
+        self.tunf = io.FileIO(self.fd, "rb", closefd=False)
+
+    def run(self):
+        buf, mv, plane = self.buf, self.mv, self.plane
+        readinto = self.tunf.readinto  # None when empty: cheaper than os.readv + BlockingIOError
+        send = self.sock.send
+        drops = plane._tx_drops
+        pk = by = 0
+        dry = False
+        try:
+            for _ in self.rng:
+                n = readinto(buf)
+                if n is None:
+                    dry = True
+                    break
+                if n < 40 or buf[0] >> 4 != 6:
+                    _drop(drops, "not IPv6 (from TUN)")
+                    continue
                 try:
-                    os.read(ctl, 64)
-                except OSError:
-                    pass
-        return not self._stopping
+                    send(mv[:n])
+                except BlockingIOError:
+                    _wait_writable(self.sock)
+                    try:
+                        send(mv[:n])
+                    except OSError as e:
+                        _drop(drops, _send_reason(e))
+                        continue
+                except OSError as e:
+                    _drop(drops, _send_reason(e))
+                    continue
+                pk += 1
+                by += n
+        except OSError as e:
+            if e.errno in (errno.EBADF, errno.EBADFD):
+                raise _Stop()
+            _drop(drops, "TUN read error")
+            dry = True
+        if pk:
+            plane.tx_packets += pk
+            plane.tx_bytes += by
+            plane.last_tx = time.monotonic()
+        return dry
 
-    @staticmethod
-    def _drop(drops, reason, n=1):
-        drops[reason] = drops.get(reason, 0) + n
 
-    def _wait_writable(self, sock):
-        """Wait (at most 1 s) for room in sock's send buffer; False when stopping."""
-        p = select.poll()
-        p.register(sock, select.POLLOUT)
-        p.register(self._ctl[0][0], select.POLLIN)
-        p.poll(1000)
-        return not self._stopping
+class _UdpTxBatch(_Pump):
+    """TUN -> broker: packets read into the slots of a ring, sent with one sendmmsg()."""
+
+    name = "tx"
+
+    def __init__(self, plane, sock):
+        self.ring = _Ring(BATCH, max(plane.mtu, 2048) + 1)
+        super().__init__(plane, sock)
+        self.tunf = io.FileIO(self.fd, "rb", closefd=False)
+
+    def set_socket(self, sock):
+        self.sock = sock
+        self.sfd = sock.fileno()
+
+    def close(self):
+        self.ring.release()
+
+    def run(self):
+        ring, plane = self.ring, self.plane
+        buf, slot, views = ring.buf, ring.slot, ring.views
+        words, ws, wo = ring.iov_words, ring.iov_stride, ring.iov_len_off
+        readinto = self.tunf.readinto
+        drops = plane._tx_drops
+        k = by = 0
+        dry = False
+        try:
+            for _ in self.rng:
+                n = readinto(views[k])
+                if n is None:
+                    dry = True
+                    break
+                if n < 40 or n >= slot or buf[k * slot] >> 4 != 6:
+                    _drop(drops, "packet larger than the MTU" if n >= slot else "not IPv6 (from TUN)")
+                    continue
+                words[k * ws + wo] = n
+                k += 1
+                by += n
+        except OSError as e:
+            if e.errno in (errno.EBADF, errno.EBADFD):
+                raise _Stop()
+            _drop(drops, "TUN read error")
+            dry = True
+        if k:
+            self._send(k, by)
+        return dry
+
+    def _send(self, k, by):
+        ring, plane = self.ring, self.plane
+        sendmmsg = _MMSG[4]
+        words, ws, wo = ring.iov_words, ring.iov_stride, ring.iov_len_off
+        drops = plane._tx_drops
+        done = failed = 0
+        waited = False
+        while done < k:
+            r = sendmmsg(self.sfd, ring.addr + done * ring.msg_size, k - done, 0)
+            if r > 0:
+                done += r
+                continue
+            code = _MMSG[0].get_errno()
+            if code == errno.EINTR:
+                continue
+            if code == errno.EAGAIN:
+                if not waited:  # socket buffer full: wait briefly for room, once
+                    waited = True
+                    _wait_writable(self.sock)
+                    continue
+                _drop(drops, "send buffer full", k - done)
+                for j in range(done, k):
+                    by -= words[j * ws + wo]
+                failed += k - done
+                break
+            # this datagram failed: count it, go on with the next one
+            _drop(drops, _send_reason(OSError(code, "")))
+            by -= words[done * ws + wo]
+            done += 1
+            failed += 1
+        if k > failed:
+            plane.tx_packets += k - failed
+            plane.tx_bytes += by
+            plane.last_tx = time.monotonic()
+
+
+class _UdpRx(_Pump):
+    """Broker -> TUN (shared parts)."""
+
+    name = "rx"
+
+    def __init__(self, plane, sock):
+        super().__init__(plane, sock)
+        self.limit = plane._rx_limit()
+
+    def poll_fd(self):
+        return self.sock.fileno()
+
+    def control(self, data):
+        plane = self.plane
+        plane.rx_control += 1
+        cb = plane.on_control
+        if cb is None:
+            _drop(plane._rx_drops, "control message (no handler)")
+            return
+        try:
+            cb(data)
+        except Exception:
+            _drop(plane._rx_drops, "control handler error")
+
+    def error(self, code):
+        """Count a socket read error (an ICMP error reported on the connected socket,
+        mostly); _Stop when the socket is gone."""
+        if code in (errno.EBADF, errno.EBADFD):
+            raise _Stop()
+        _drop(self.plane._rx_drops, "broker port unreachable" if code == errno.ECONNREFUSED
+              else "socket read error")
+
+
+class _UdpRxPlain(_UdpRx):
+    """Broker -> TUN, one recv_into() per datagram."""
+
+    def __init__(self, plane, sock):
+        super().__init__(plane, sock)
+        self.buf = bytearray(BUFSIZE)
+        self.mv = memoryview(self.buf)
+
+    def run(self):
+        buf, mv, plane, limit = self.buf, self.mv, self.plane, self.limit
+        recv_into = self.sock.recv_into
+        write = os.write
+        fd = self.fd
+        drops = plane._rx_drops
+        pk = by = 0
+        dry = False
+        try:
+            for _ in self.rng:
+                n = recv_into(buf)
+                # the common case inline; classify_datagram() has the whole rule
+                if n >= 40 and buf[0] >> 4 == 6 and n < limit:
+                    end = 40 + (buf[4] << 8 | buf[5])
+                    if end > n:
+                        end = _TRUNCATED
+                elif n >= limit:
+                    end = _TOO_BIG
+                else:
+                    end = classify_datagram(buf, 0, n)
+                if end > 0:
+                    try:
+                        write(fd, mv[:end])
+                    except OSError as e:
+                        if e.errno in (errno.EBADF, errno.EBADFD):
+                            raise _Stop()
+                        _drop(drops, "TUN write error")
+                        continue
+                    pk += 1
+                    by += end
+                elif end == 0:
+                    self.control(bytes(mv[:n]))
+                else:
+                    _drop(drops, DROP_REASONS[-end])
+        except (BlockingIOError, InterruptedError):
+            dry = True
+        except OSError as e:
+            self.error(e.errno)
+        if pk:
+            plane.rx_packets += pk
+            plane.rx_bytes += by
+            plane.last_rx = time.monotonic()
+        return dry
+
+
+class _UdpRxBatch(_UdpRx):
+    """Broker -> TUN: up to BATCH datagrams per recvmmsg() into the slots of a ring."""
+
+    def __init__(self, plane, sock):
+        super().__init__(plane, sock)
+        self.ring = _Ring(BATCH, self.limit)
+
+    def close(self):
+        self.ring.release()
+
+    def run(self):
+        ring, plane = self.ring, self.plane
+        k = _MMSG[5](self.sock.fileno(), ring.addr, BATCH, MSG_DONTWAIT, None)
+        if k <= 0:
+            code = _MMSG[0].get_errno() if k < 0 else errno.EAGAIN
+            if code in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return True
+            if code != errno.EINTR:
+                self.error(code)
+            return False
+        buf, slot, views = ring.buf, ring.slot, ring.views
+        mw, ms = ring.msg_words, ring.msg_stride
+        write = os.write
+        fd = self.fd
+        drops = plane._rx_drops
+        pk = by = 0
+        # msg_len of each datagram, all at once
+        for i, n in enumerate(mw[ring.msg_len_off:k * ms:ms].tolist()):
+            o = i * slot
+            if n >= 40 and buf[o] >> 4 == 6 and n < slot:
+                end = 40 + (buf[o + 4] << 8 | buf[o + 5])
+                if end > n:
+                    end = _TRUNCATED
+            elif n >= slot:  # filled the slot: it was cut short
+                end = _TOO_BIG
+            else:
+                end = classify_datagram(buf, o, n)
+            if end > 0:
+                try:
+                    write(fd, views[i][:end])
+                except OSError as e:
+                    if e.errno in (errno.EBADF, errno.EBADFD):
+                        raise _Stop()
+                    _drop(drops, "TUN write error")
+                    continue
+                pk += 1
+                by += end
+            elif end == 0:
+                self.control(bytes(views[i][:n]))
+            else:
+                _drop(drops, DROP_REASONS[-end])
+        if pk:
+            plane.rx_packets += pk
+            plane.rx_bytes += by
+            plane.last_rx = time.monotonic()
+        return k < BATCH
+
+
+# --------------------------------------------------------------------------------
 
 
 class UserspaceUdp6(TunSocketPlane):
@@ -390,19 +757,21 @@ class UserspaceUdp6(TunSocketPlane):
     the plane owns it from now on (also when open() fails: close() it). mtu: of the TUN
     (1280..65535: IPv6 needs 1280). netlink: used to bring the TUN up (optional).
     netns: create the TUN there (the socket stays wherever it was made).
-    on_control(bytes): gets each TSP control datagram (called from the rx thread; must
-    not block). batch: False forces plain send()/recv_into() even where sendmmsg and
-    recvmmsg are available (the default uses them when present).
+    on_control(bytes): gets each TSP control datagram (called from a forwarding thread;
+    must not block). batch: False forces plain send()/recv_into() even where sendmmsg
+    and recvmmsg are available (the default uses them when present). threads: 1, 2 or
+    None (automatic: 1 when the process may use one CPU only).
     After close() the plane cannot be opened again (its socket is gone)."""
 
     thread_tag = "udp6"
 
-    def __init__(self, ifname, sock, mtu=1280, netlink=None, netns=None, on_control=None, batch=True):
+    def __init__(self, ifname, sock, mtu=1280, netlink=None, netns=None, on_control=None, batch=True,
+                 threads=None):
         _check_socket(sock)
         mtu = int(mtu)
         if not 1280 <= mtu <= 65535:
             raise ValueError("v6udpv4 MTU %d is out of range (1280..65535: IPv6 needs at least 1280)" % mtu)
-        super().__init__(ifname, mtu, netlink, netns)
+        super().__init__(ifname, mtu, netlink, netns, threads)
         self.on_control = on_control
         self.batch = bool(batch) and _MMSG is not None
         self.rx_control = 0
@@ -424,10 +793,15 @@ class UserspaceUdp6(TunSocketPlane):
             except OSError:
                 pass
 
-    def _loops(self):
+    def _rx_limit(self):
+        """Datagrams this long or longer are dropped ("datagram larger than the MTU"):
+        room for a broker whose MTU is larger than ours, within a fixed buffer."""
+        return max(4096, self.mtu + 1)
+
+    def _pumps(self, tx_sock, rx_sock):
         if self.batch:
-            return self._tx_batch, self._rx_batch
-        return self._tx_plain, self._rx_plain
+            return _UdpTxBatch(self, tx_sock), _UdpRxBatch(self, rx_sock)
+        return _UdpTxPlain(self, tx_sock), _UdpRxPlain(self, rx_sock)
 
     def open(self):
         if self._closed:
@@ -464,315 +838,3 @@ class UserspaceUdp6(TunSocketPlane):
     def close(self):
         self._closed = True
         self._shutdown()
-
-    # -- TUN -> broker -------------------------------------------------------------------
-    def _tx_plain(self, sock):
-        fd = self._tun
-        buf = bytearray(BUFSIZE)
-        bufs = [buf]
-        mv = memoryview(buf)
-        drops = self._tx_drops
-        readv = os.readv
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        poller.register(self._ctl[0][0], select.POLLIN)
-        pending = self._pending
-        try:
-            while True:
-                if pending[0] is not None:
-                    sock = self._take(0, sock)
-                send = sock.send
-                pk = by = 0
-                try:
-                    while True:
-                        n = readv(fd, bufs)
-                        if n < 40 or buf[0] >> 4 != 6:
-                            self._drop(drops, "not IPv6 (from TUN)")
-                            continue
-                        try:
-                            send(mv[:n])
-                        except BlockingIOError:
-                            if not self._wait_writable(sock):
-                                return
-                            try:
-                                send(mv[:n])
-                            except OSError as e:
-                                self._drop(drops, _send_reason(e))
-                                continue
-                        except OSError as e:
-                            self._drop(drops, _send_reason(e))
-                            continue
-                        pk += 1
-                        by += n
-                        if pk >= BATCH:
-                            self.tx_packets += pk
-                            self.tx_bytes += by
-                            pk = by = 0
-                            self.last_tx = time.monotonic()
-                            if self._stopping:
-                                return
-                            if pending[0] is not None:
-                                sock = self._take(0, sock)
-                                send = sock.send
-                except (BlockingIOError, InterruptedError):
-                    pass
-                except OSError as e:
-                    if e.errno in (errno.EBADF, errno.EBADFD):
-                        return  # closed under us
-                    self._drop(drops, "TUN read error")
-                if pk:
-                    self.tx_packets += pk
-                    self.tx_bytes += by
-                    self.last_tx = time.monotonic()
-                if not self._idle(0, poller):
-                    return
-        finally:
-            sock.close()
-
-    def _tx_batch(self, sock):
-        fd = self._tun
-        ring = None
-        try:
-            ring = _Ring(BATCH, max(self.mtu, 2048) + 1)
-            sendmmsg = _MMSG[4]
-            get_errno = _MMSG[0].get_errno
-            buf = ring.buf
-            slot = ring.slot
-            slots = [[v] for v in ring.views]
-            words = ring.iov_words
-            wstride, woff = ring.iov_stride, ring.iov_len_off
-            addr, msize = ring.addr, ring.msg_size
-            drops = self._tx_drops
-            readv = os.readv
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            poller.register(self._ctl[0][0], select.POLLIN)
-            pending = self._pending
-            sfd = sock.fileno()
-            while True:
-                k = by = 0
-                empty = False
-                try:
-                    while k < BATCH:
-                        n = readv(fd, slots[k])
-                        if n < 40 or n >= slot or buf[k * slot] >> 4 != 6:
-                            self._drop(drops, "packet larger than the MTU" if n >= slot else "not IPv6 (from TUN)")
-                            continue
-                        words[k * wstride + woff] = n
-                        k += 1
-                        by += n
-                except (BlockingIOError, InterruptedError):
-                    empty = True
-                except OSError as e:
-                    if e.errno in (errno.EBADF, errno.EBADFD):
-                        return
-                    self._drop(drops, "TUN read error")
-                    empty = True
-                if k:
-                    if pending[0] is not None:
-                        sock = self._take(0, sock)
-                        sfd = sock.fileno()
-                    done = failed = 0
-                    waited = False
-                    while done < k:
-                        r = sendmmsg(sfd, addr + done * msize, k - done, 0)
-                        if r > 0:
-                            done += r
-                            continue
-                        code = get_errno()
-                        if code == errno.EINTR:
-                            continue
-                        if code == errno.EAGAIN and not waited:
-                            waited = True  # socket buffer full: wait for room once per batch
-                            if self._wait_writable(sock):
-                                continue
-                            return
-                        # this datagram failed: count it, go on with the next one
-                        self._drop(drops, _send_reason(OSError(code, "")))
-                        by -= words[done * wstride + woff]
-                        done += 1
-                        failed += 1
-                    self.tx_packets += k - failed
-                    self.tx_bytes += by
-                    self.last_tx = time.monotonic()
-                if self._stopping:
-                    return
-                if empty and not self._idle(0, poller):
-                    return
-        finally:
-            if ring is not None:
-                ring.release()
-            sock.close()
-
-    # -- broker -> TUN -------------------------------------------------------------------
-    def _control(self, data):
-        self.rx_control += 1
-        cb = self.on_control
-        if cb is None:
-            self._drop(self._rx_drops, "control message (no handler)")
-            return
-        try:
-            cb(data)
-        except Exception:
-            self._drop(self._rx_drops, "control handler error")
-
-    def _rx_error(self, e):
-        """Count a socket read error; True when the thread must stop."""
-        if e.errno in (errno.EBADF, errno.EBADFD):
-            return True
-        self._drop(self._rx_drops, "broker port unreachable" if e.errno == errno.ECONNREFUSED
-                   else "socket read error")
-        return False
-
-    def _rx_limit(self):
-        """Datagrams this long or longer are dropped ("datagram larger than the MTU"):
-        room for a broker whose MTU is larger than ours, within a fixed buffer."""
-        return max(4096, self.mtu + 1)
-
-    def _rx_plain(self, sock):
-        fd = self._tun
-        limit = self._rx_limit()
-        buf = bytearray(BUFSIZE)
-        mv = memoryview(buf)
-        drops = self._rx_drops
-        write = os.write
-        classify = classify_datagram
-        reasons = DROP_REASONS
-        ctl = self._ctl[1][0]
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        poller.register(ctl, select.POLLIN)
-        pending = self._pending
-        try:
-            while True:
-                if pending[1] is not None:
-                    poller.unregister(sock)
-                    sock = self._take(1, sock)
-                    poller.register(sock, select.POLLIN)
-                recv_into = sock.recv_into
-                pk = by = 0
-                idle = True
-                try:
-                    while True:
-                        n = recv_into(buf)
-                        # the common case inline; classify_datagram() has the whole rule
-                        if n >= 40 and buf[0] >> 4 == 6 and n < limit:
-                            end = 40 + (buf[4] << 8 | buf[5])
-                            if end > n:
-                                end = _TRUNCATED
-                        elif n >= limit:
-                            end = _TOO_BIG
-                        else:
-                            end = classify(buf, 0, n)
-                        if end > 0:
-                            try:
-                                write(fd, mv[:end])
-                            except OSError as e:
-                                if e.errno in (errno.EBADF, errno.EBADFD):
-                                    return
-                                self._drop(drops, "TUN write error")
-                                continue
-                            pk += 1
-                            by += end
-                            if pk >= BATCH:
-                                self.rx_packets += pk
-                                self.rx_bytes += by
-                                pk = by = 0
-                                self.last_rx = time.monotonic()
-                                if self._stopping or pending[1] is not None:
-                                    idle = False
-                                    break
-                        elif end == 0:
-                            self._control(bytes(mv[:n]))
-                        else:
-                            self._drop(drops, reasons[-end])
-                except (BlockingIOError, InterruptedError):
-                    pass
-                except OSError as e:
-                    if self._rx_error(e):
-                        return
-                    idle = False
-                if pk:
-                    self.rx_packets += pk
-                    self.rx_bytes += by
-                    self.last_rx = time.monotonic()
-                if self._stopping:
-                    return
-                if idle and not self._idle(1, poller):
-                    return
-        finally:
-            sock.close()
-
-    def _rx_batch(self, sock):
-        fd = self._tun
-        ring = None
-        try:
-            ring = _Ring(BATCH, self._rx_limit())
-            recvmmsg = _MMSG[5]
-            get_errno = _MMSG[0].get_errno
-            buf = ring.buf
-            slot = ring.slot
-            views = ring.views
-            mw = ring.msg_words
-            mstride, lenoff = ring.msg_stride, ring.msg_len_off
-            addr = ring.addr
-            drops = self._rx_drops
-            write = os.write
-            classify = classify_datagram
-            reasons = DROP_REASONS
-            ctl = self._ctl[1][0]
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            poller.register(ctl, select.POLLIN)
-            pending = self._pending
-            sfd = sock.fileno()
-            while True:
-                if pending[1] is not None:
-                    poller.unregister(sock)
-                    sock = self._take(1, sock)
-                    sfd = sock.fileno()
-                    poller.register(sock, select.POLLIN)
-                k = recvmmsg(sfd, addr, BATCH, MSG_DONTWAIT, None)
-                if k <= 0:
-                    code = get_errno() if k < 0 else errno.EAGAIN
-                    if code in (errno.EAGAIN, errno.EWOULDBLOCK):
-                        if not self._idle(1, poller):
-                            return
-                    elif code != errno.EINTR and self._rx_error(OSError(code, "")):
-                        return
-                    continue
-                pk = by = 0
-                # msg_len of each datagram, all at once
-                for i, n in enumerate(mw[lenoff:k * mstride:mstride].tolist()):
-                    o = i * slot
-                    if n >= 40 and buf[o] >> 4 == 6 and n < slot:
-                        end = 40 + (buf[o + 4] << 8 | buf[o + 5])
-                        if end > n:
-                            end = _TRUNCATED
-                    elif n >= slot:  # filled the slot: it was cut short
-                        end = _TOO_BIG
-                    else:
-                        end = classify(buf, o, n)
-                    if end > 0:
-                        try:
-                            write(fd, views[i][:end])
-                            pk += 1
-                            by += end
-                        except OSError as e:
-                            if e.errno in (errno.EBADF, errno.EBADFD):
-                                return
-                            self._drop(drops, "TUN write error")
-                    elif end == 0:
-                        self._control(bytes(views[i][:n]))
-                    else:
-                        self._drop(drops, reasons[-end])
-                if pk:
-                    self.rx_packets += pk
-                    self.rx_bytes += by
-                    self.last_rx = time.monotonic()
-                if self._stopping:
-                    return
-        finally:
-            if ring is not None:
-                ring.release()
-            sock.close()

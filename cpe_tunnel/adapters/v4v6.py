@@ -22,13 +22,13 @@
 # Limit option is sent. Byte counters count the inner IPv4 packets.
 
 import errno
+import io
 import os
-import select
 import socket
 import time
 
 from cpe_tunnel.adapters.netlink import in_netns
-from cpe_tunnel.adapters.udp6 import BATCH, BUFSIZE, TunSocketPlane
+from cpe_tunnel.adapters.udp6 import BUFSIZE, TunSocketPlane, _drop, _Pump, _Stop, _wait_writable
 from cpe_tunnel.core.errors import ConfigError
 
 __all__ = ["IPPROTO_IPIP", "KernelV4v6", "UserspaceV4v6", "choose_v4v6", "create_v4v6", "decap_4in6",
@@ -201,19 +201,20 @@ class UserspaceV4v6(TunSocketPlane):
 
     local6: our IPv6 WAN address (None: routing picks it); remote6: the broker's.
     ttl: outer hop limit (0 = inherit: sent as 64). netlink: used to bring the TUN up
-    (optional). netns: create the TUN and the socket in that network namespace."""
+    (optional). netns: create the TUN and the socket in that network namespace.
+    threads: as for udp6.TunSocketPlane (1, 2 or None = automatic)."""
 
     thread_tag = "4in6"
 
-    def __init__(self, ifname, local6, remote6, mtu=1280, ttl=64, netlink=None, netns=None):
+    def __init__(self, ifname, local6, remote6, mtu=1280, ttl=64, netlink=None, netns=None, threads=None):
         if local6 is not None:
             _ip6(local6, "local endpoint")
         _ip6(remote6, "remote endpoint")
-        super().__init__(ifname, _check_mtu(mtu), netlink, netns)
+        super().__init__(ifname, _check_mtu(mtu), netlink, netns, threads)
         self.ttl = _check_ttl(ttl) or 64
         self.local = local6
         self.remote = remote6
-        # read by the threads once per batch
+        # read by the pumps once per batch
         self._dest = (remote6, 0)
         self._remote_s = _norm6(remote6)  # as recvfrom reports a source
 
@@ -248,6 +249,9 @@ class UserspaceV4v6(TunSocketPlane):
     def _new_socket(self):
         return self._make_socket(self.local)
 
+    def _pumps(self, tx_sock, rx_sock):
+        return _Tx4(self, tx_sock), _Rx4(self, rx_sock)
+
     def _configure_tun(self, name):
         # an IPv4-only device: no link-local address, no router solicitations or MLD
         def off():
@@ -257,9 +261,6 @@ class UserspaceV4v6(TunSocketPlane):
             in_netns(self.netns, off)
         except (OSError, ValueError):
             pass  # IPv6 compiled out, or no /proc: nothing to switch off
-
-    def _loops(self):
-        return self._tx_loop, self._rx_loop
 
     def set_endpoints(self, local6, remote6):
         """Change endpoints while running: a new remote takes effect within one batch; a
@@ -274,141 +275,113 @@ class UserspaceV4v6(TunSocketPlane):
         self._remote_s = _norm6(remote6)
         self.remote = remote6
 
-    # -- forwarding threads ----------------------------------------------------------------
-    def _tx_loop(self, sock):
-        """TUN -> network: IPv4 packets from the TUN, sent to the broker in IPv6."""
-        fd = self._tun
-        buf = bytearray(BUFSIZE)
-        bufs = [buf]
-        mv = memoryview(buf)
-        drops = self._tx_drops
-        readv = os.readv
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        poller.register(self._ctl[0][0], select.POLLIN)
-        pending = self._pending
-        try:
-            while True:
-                if pending[0] is not None:
-                    sock = self._take(0, sock)
-                send = sock.sendto
-                dest = self._dest
-                pk = by = 0
-                try:
-                    while True:
-                        n = readv(fd, bufs)
-                        if n < 20 or buf[0] >> 4 != 4:
-                            self._drop(drops, "not IPv4 (from TUN)")
-                            continue
-                        try:
-                            send(mv[:n], dest)
-                        except BlockingIOError:
-                            if not self._wait_writable(sock):
-                                return
-                            try:
-                                send(mv[:n], dest)
-                            except OSError as e:
-                                self._drop(drops, _send_reason(e))
-                                continue
-                        except OSError as e:
-                            self._drop(drops, _send_reason(e))
-                            continue
-                        pk += 1
-                        by += n
-                        if pk >= BATCH:
-                            self.tx_packets += pk
-                            self.tx_bytes += by
-                            pk = by = 0
-                            self.last_tx = time.monotonic()
-                            if self._stopping:
-                                return
-                            if pending[0] is not None:
-                                sock = self._take(0, sock)
-                                send = sock.sendto
-                            dest = self._dest
-                except (BlockingIOError, InterruptedError):
-                    pass
-                except OSError as e:
-                    if e.errno in (errno.EBADF, errno.EBADFD):
-                        return
-                    self._drop(drops, "TUN read error")
-                if pk:
-                    self.tx_packets += pk
-                    self.tx_bytes += by
-                    self.last_tx = time.monotonic()
-                if not self._idle(0, poller):
-                    return
-        finally:
-            sock.close()
 
-    def _rx_loop(self, sock):
-        """network -> TUN: IPv4 packets from the broker, IPv6 header already removed."""
-        fd = self._tun
-        buf = bytearray(BUFSIZE)
-        mv = memoryview(buf)
-        drops = self._rx_drops
-        write = os.write
-        decap = decap_4in6
-        reasons = DROP_REASONS
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        poller.register(self._ctl[1][0], select.POLLIN)
-        pending = self._pending
+class _Tx4(_Pump):
+    """TUN -> network: IPv4 packets from the TUN, sent to the broker in IPv6."""
+
+    name = "tx"
+
+    def __init__(self, plane, sock):
+        super().__init__(plane, sock)
+        self.buf = bytearray(BUFSIZE)
+        self.mv = memoryview(self.buf)
+        self.tunf = io.FileIO(self.fd, "rb", closefd=False)
+
+    def run(self):
+        buf, mv, plane = self.buf, self.mv, self.plane
+        readinto = self.tunf.readinto  # None when empty
+        send = self.sock.sendto
+        dest = plane._dest
+        drops = plane._tx_drops
+        pk = by = 0
+        dry = False
         try:
-            while True:
-                if pending[1] is not None:
-                    poller.unregister(sock)
-                    sock = self._take(1, sock)
-                    poller.register(sock, select.POLLIN)
-                recvfrom_into = sock.recvfrom_into
-                remote = self._remote_s
-                pk = by = 0
-                idle = True
+            for _ in self.rng:
+                n = readinto(buf)
+                if n is None:
+                    dry = True
+                    break
+                if n < 20 or buf[0] >> 4 != 4:
+                    _drop(drops, "not IPv4 (from TUN)")
+                    continue
                 try:
-                    while True:
-                        n, src = recvfrom_into(buf)
-                        if src[0] != remote:
-                            self._drop(drops, "foreign source")
-                            continue
-                        end = decap(buf, n)
-                        if end < 0:
-                            self._drop(drops, reasons[-end])
-                            continue
-                        try:
-                            write(fd, mv[:end])
-                        except OSError as e:
-                            if e.errno in (errno.EBADF, errno.EBADFD):
-                                return
-                            self._drop(drops, "TUN write error")
-                            continue
-                        pk += 1
-                        by += end
-                        if pk >= BATCH:
-                            self.rx_packets += pk
-                            self.rx_bytes += by
-                            pk = by = 0
-                            self.last_rx = time.monotonic()
-                            remote = self._remote_s
-                            if self._stopping or pending[1] is not None:
-                                idle = False
-                                break
-                except (BlockingIOError, InterruptedError):
-                    pass
+                    send(mv[:n], dest)
+                except BlockingIOError:
+                    _wait_writable(self.sock)
+                    try:
+                        send(mv[:n], dest)
+                    except OSError as e:
+                        _drop(drops, _send_reason(e))
+                        continue
+                except OSError as e:
+                    _drop(drops, _send_reason(e))
+                    continue
+                pk += 1
+                by += n
+        except OSError as e:
+            if e.errno in (errno.EBADF, errno.EBADFD):
+                raise _Stop()
+            _drop(drops, "TUN read error")
+            dry = True
+        if pk:
+            plane.tx_packets += pk
+            plane.tx_bytes += by
+            plane.last_tx = time.monotonic()
+        return dry
+
+
+class _Rx4(_Pump):
+    """network -> TUN: IPv4 packets from the broker, IPv6 header already removed."""
+
+    name = "rx"
+
+    def __init__(self, plane, sock):
+        super().__init__(plane, sock)
+        self.buf = bytearray(BUFSIZE)
+        self.mv = memoryview(self.buf)
+
+    def poll_fd(self):
+        return self.sock.fileno()
+
+    def run(self):
+        buf, mv, plane = self.buf, self.mv, self.plane
+        recvfrom_into = self.sock.recvfrom_into
+        remote = plane._remote_s
+        write = os.write
+        fd = self.fd
+        drops = plane._rx_drops
+        pk = by = 0
+        dry = False
+        try:
+            for _ in self.rng:
+                n, src = recvfrom_into(buf)
+                if src[0] != remote:
+                    _drop(drops, "foreign source")
+                    continue
+                end = decap_4in6(buf, n)
+                if end < 0:
+                    _drop(drops, DROP_REASONS[-end])
+                    continue
+                try:
+                    write(fd, mv[:end])
                 except OSError as e:
                     if e.errno in (errno.EBADF, errno.EBADFD):
-                        return
-                    self._drop(drops, _recv_reason(e))
-                    idle = False
-                if pk:
-                    self.rx_packets += pk
-                    self.rx_bytes += by
-                    self.last_rx = time.monotonic()
-                if self._stopping:
-                    return
-                if idle and not self._idle(1, poller):
-                    return
-        finally:
-            sock.close()
+                        raise _Stop()
+                    _drop(drops, "TUN write error")
+                    continue
+                pk += 1
+                by += end
+        except (BlockingIOError, InterruptedError):
+            dry = True
+        except OSError as e:
+            if e.errno in (errno.EBADF, errno.EBADFD):
+                raise _Stop()
+            _drop(drops, _recv_reason(e))
+        if pk:
+            plane.rx_packets += pk
+            plane.rx_bytes += by
+            plane.last_rx = time.monotonic()
+        return dry
 
 
 def _send_reason(e):

@@ -108,6 +108,8 @@ def cleanup_stale(verbose=False):
 
 
 def _teardown_all():
+    if os.getpid() != _owner_pid[0]:
+        return  # a forked child's atexit: the labs belong to the parent
     for lab in list(_live):
         try:
             lab.teardown()
@@ -115,7 +117,15 @@ def _teardown_all():
             sys.stderr.write("lab: teardown at exit failed: %s\n" % exc)
 
 
+_owner_pid = [None]
+
+
 def _on_signal(signum, frame):
+    if os.getpid() != _owner_pid[0]:
+        # A forked child (pyroute2's NetNS forks helpers and ends them with SIGTERM)
+        # inherits this handler: it must die as it would have by default, not unwind
+        # into a copy of the test run and tear down the parent's labs.
+        os._exit(128 + signum)
     raise SystemExit(128 + signum)
 
 
@@ -123,6 +133,7 @@ def _process_setup():
     if _process_setup_done[0]:
         return
     _process_setup_done[0] = True
+    _owner_pid[0] = os.getpid()
     atexit.register(_teardown_all)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGHUP):

@@ -32,9 +32,11 @@ CTL = b"\xf0\x00\x00\xf5" + b"\x00\x00\x01\x02" + b"Content-length: 0\r\n"
 
 _counter = [0]
 
-PATHS = [pytest.param(True, id="batch"), pytest.param(False, id="plain")]
-if udp6._MMSG is None:
-    PATHS[0] = pytest.param(True, id="batch", marks=pytest.mark.skip(reason="no ctypes sendmmsg/recvmmsg"))
+# (batched system calls?, forwarding threads)
+_NO_MMSG = pytest.mark.skipif(udp6._MMSG is None, reason="no ctypes sendmmsg/recvmmsg here")
+PATHS = [pytest.param(True, 2, id="batch-2threads", marks=_NO_MMSG), pytest.param(False, 1, id="plain-1thread"),
+         pytest.param(True, 1, id="batch-1thread", marks=_NO_MMSG), pytest.param(False, 2, id="plain-2threads")]
+PATHS2 = PATHS[:2]
 
 
 def _ip(ns, *args, check=True):
@@ -51,9 +53,10 @@ def _wait(pred, timeout=3.0):
     return pred()
 
 
-def _ping(ns, dst, count=3):
+def _ping(ns, dst, count=3, wait=2):
+    """wait: seconds for the last reply (short where no answer is expected)"""
     return subprocess.run(["ip", "netns", "exec", ns, "ping", "-6", "-n", "-c", str(count), "-i", "0.2",
-                           "-W", "2", dst], capture_output=True, text=True, timeout=20)
+                           "-W", str(wait), dst], capture_output=True, text=True, timeout=20)
 
 
 def _open_fds():
@@ -137,7 +140,8 @@ class Peer:
                 self.replies.append(src)
             if pkt.haslayer(self.Req):
                 req = pkt[self.Req]
-                rep = self.IPv6(src=pkt.dst, dst=pkt.src, hlim=64) / self.Rep(id=req.id, seq=req.seq, data=req.data)
+                rep = self.IPv6(src=pkt.dst, dst=pkt.src, hlim=64) / self.Rep(id=req.id, seq=req.seq,
+                                                                               data=req.data)
                 self.requests.append(src)
                 self.sock.sendto(bytes(rep), src)
 
@@ -160,17 +164,17 @@ def _threads_gone():
     return not [t for t in threading.enumerate() if t.name.startswith("udp6-")]
 
 
-def _setup_plane(a, sock, batch, **kw):
+def _setup_plane(a, sock, batch, threads, **kw):
     nl = Netlink(netns=a)
-    plane = UserspaceUdp6("cptu6", sock, netlink=nl, netns=a, batch=batch, **kw)
+    plane = UserspaceUdp6("cptu6", sock, netlink=nl, netns=a, batch=batch, threads=threads, **kw)
     plane.open()
     nl.addr_add(plane.ifname, TUN_ADDR, 64, flags=("nodad",))
     return plane, nl
 
 
 @pytest.mark.lab
-@pytest.mark.parametrize("batch", PATHS)
-def test_ping_control_junk_and_close(two_ns, batch):
+@pytest.mark.parametrize("batch,threads", PATHS)
+def test_ping_control_junk_and_close(two_ns, batch, threads):
     a, b = two_ns
     fds0 = _open_fds()
     peer = Peer(b)
@@ -179,8 +183,10 @@ def test_ping_control_junk_and_close(two_ns, batch):
     controls = []
     plane = nl = None
     try:
-        plane, nl = _setup_plane(a, sock, batch, mtu=1400, on_control=controls.append)
+        plane, nl = _setup_plane(a, sock, batch, threads, mtu=1400, on_control=controls.append)
         assert plane.kind == "userspace" and plane.ifname == "cptu6" and plane.batch == batch
+        names = sorted(t.name for t in threading.enumerate() if t.name.startswith("udp6-"))
+        assert names == (["udp6-tx+rx-cptu6"] if threads == 1 else ["udp6-rx-cptu6", "udp6-tx-cptu6"])
         out = _ip(a, "link", "show", "cptu6").stdout
         assert "mtu 1400" in out and ",UP" in out
 
@@ -251,8 +257,8 @@ def test_ping_control_junk_and_close(two_ns, batch):
 
 
 @pytest.mark.lab
-@pytest.mark.parametrize("batch", PATHS)
-def test_replace_socket_and_icmp_errors(two_ns, batch):
+@pytest.mark.parametrize("batch,threads", PATHS)
+def test_replace_socket_and_icmp_errors(two_ns, batch, threads):
     a, b = two_ns
     fds0 = _open_fds()
     peer = Peer(b)
@@ -260,7 +266,7 @@ def test_replace_socket_and_icmp_errors(two_ns, batch):
     controls = []
     plane = nl = None
     try:
-        plane, nl = _setup_plane(a, sock, batch, on_control=controls.append)
+        plane, nl = _setup_plane(a, sock, batch, threads, on_control=controls.append)
         assert _ping(a, PEER6, count=1).returncode == 0
 
         # a new TSP session: new socket (new source port); the old one is closed
@@ -288,11 +294,11 @@ def test_replace_socket_and_icmp_errors(two_ns, batch):
         # the broker's port closes: ICMP port unreachable comes back on the connected
         # socket; it is counted, the threads live on
         peer.close()
-        _ping(a, PEER6, count=3)
+        _ping(a, PEER6, count=3, wait=0.3)
         assert _wait(lambda: plane.counters()["drops"].get("broker port unreachable", 0) >= 1), \
             plane.counters()
         assert "error" not in plane.counters() and len([t for t in threading.enumerate()
-                                                        if t.name.startswith("udp6-")]) == 2
+                                                        if t.name.startswith("udp6-")]) == threads
         # and it comes back
         peer = Peer(b)
         res = _ping(a, PEER6, count=2)
@@ -314,11 +320,11 @@ def test_replace_socket_and_icmp_errors(two_ns, batch):
 
 
 @pytest.mark.lab
-@pytest.mark.parametrize("batch", PATHS)
-def test_tx_drops_non_ipv6_and_no_route(two_ns, batch):
+@pytest.mark.parametrize("batch,threads", PATHS2)
+def test_tx_drops_non_ipv6_and_no_route(two_ns, batch, threads):
     a, _b = two_ns
     sock = client_socket(a)
-    plane, nl = _setup_plane(a, sock, batch)
+    plane, nl = _setup_plane(a, sock, batch, threads)
     try:
         # IPv4 routed into the TUN is not v6udpv4's business
         _ip(a, "addr", "add", "198.51.100.1/24", "dev", plane.ifname)
@@ -335,7 +341,7 @@ def test_tx_drops_non_ipv6_and_no_route(two_ns, batch):
         # the broker unreachable at the IPv4 level: sends fail and are counted
         _ip(a, "route", "add", "unreachable", B_IP + "/32")
         c0 = plane.counters()
-        _ping(a, PEER6, count=2)
+        _ping(a, PEER6, count=2, wait=0.3)
         c = plane.counters()
         assert c["drops"].get("no route to broker", 0) >= 2, c
         assert c["tx_packets"] == c0["tx_packets"] and "error" not in c
@@ -346,8 +352,8 @@ def test_tx_drops_non_ipv6_and_no_route(two_ns, batch):
 
 
 @pytest.mark.lab
-@pytest.mark.parametrize("batch", PATHS)
-def test_rx_fuzz_through_the_plane(two_ns, batch):
+@pytest.mark.parametrize("batch,threads", PATHS2)
+def test_rx_fuzz_through_the_plane(two_ns, batch, threads):
     """Hostile datagrams from the broker's 5-tuple, through the real rx thread: each one
     is either written to the TUN exactly (checked with a packet socket on the TUN),
     handed to on_control exactly, or dropped and counted. The thread never dies."""
@@ -357,7 +363,7 @@ def test_rx_fuzz_through_the_plane(two_ns, batch):
     sock = client_socket(a)
     cport = sock.getsockname()[1]
     controls = []
-    plane, nl = _setup_plane(a, sock, batch, on_control=controls.append)
+    plane, nl = _setup_plane(a, sock, batch, threads, on_control=controls.append)
     cap = in_netns(a, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3)))
     try:
         cap.bind((plane.ifname, 3))  # ETH_P_ALL (host order here; socket() wants it swapped)
@@ -423,12 +429,25 @@ def test_constructor_checks():
         p = UserspaceUdp6("t", ok, mtu=1280, batch=False)
         assert p.kind == "userspace" and p.batch is False and p.sock is ok
         c = p.counters()
-        assert (c["tx_packets"], c["rx_packets"], c["rx_dropped"], c["drops"], c["last_rx"]) == (0, 0, 0, {}, None)
+        assert (c["tx_packets"], c["rx_packets"], c["rx_dropped"], c["drops"], c["last_rx"]) == \
+            (0, 0, 0, {}, None)
         p.close()  # never opened: closes the socket it owns
         assert ok.fileno() == -1
     finally:
         for s in (tcp, unconnected, ok):
             s.close()
+
+
+def test_threads_automatic(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1})
+    assert udp6.single_cpu() is True
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert udp6.single_cpu() is False
+    ok = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ok.connect(("127.0.0.1", 9))
+    with pytest.raises(ValueError):
+        UserspaceUdp6("t", ok, threads=3)
+    ok.close()
 
 
 def test_classify_datagram_cases():

@@ -59,9 +59,10 @@ def _wait(pred, timeout=3.0):
     return pred()
 
 
-def _ping(ns, dst, count=3):
+def _ping(ns, dst, count=3, wait=2):
+    """wait: seconds for the last reply (short where no answer is expected)"""
     return subprocess.run(["ip", "netns", "exec", ns, "ping", "-4", "-n", "-c", str(count), "-i", "0.2",
-                           "-W", "2", dst], capture_output=True, text=True, timeout=20)
+                           "-W", str(wait), dst], capture_output=True, text=True, timeout=20)
 
 
 def _open_fds():
@@ -149,7 +150,8 @@ class Peer:
             self.tx[dst].sendto(bytes(rep), (src[0], 0))
 
     def echo_request(self, seq=1):
-        return bytes(self.IP(src=PEER4, dst=TUN4, ttl=64) / self.ICMP(type=8, id=0x4242, seq=seq) / (b"y" * 8))
+        return bytes(self.IP(src=PEER4, dst=TUN4, ttl=64) / self.ICMP(type=8, id=0x4242, seq=seq) /
+                     (b"y" * 8))
 
     def close(self):
         self._stop = True
@@ -173,7 +175,7 @@ def test_userspace_ipv4_ping_through_4in6(two_ns):
     fds0 = _open_fds()
     peer = Peer(b)
     nl = Netlink(netns=a)
-    plane = UserspaceV4v6("cpt4in6", A6, B6, mtu=1400, ttl=61, netlink=nl, netns=a)
+    plane = UserspaceV4v6("cpt4in6", A6, B6, mtu=1400, ttl=61, netlink=nl, netns=a, threads=2)
     try:
         assert plane.kind == "userspace"
         plane.open()
@@ -249,13 +251,14 @@ def test_userspace_ipv4_ping_through_4in6(two_ns):
 def test_userspace_unreachable_broker_and_reopen(two_ns):
     a, _b = two_ns
     nl = Netlink(netns=a)
-    plane = UserspaceV4v6("cpt4x%d" % (os.getpid() % 1000), None, "2001:db8:99::1", netlink=nl, netns=a)
+    plane = UserspaceV4v6("cpt4x%d" % (os.getpid() % 1000), None, "2001:db8:99::1", netlink=nl, netns=a,
+                          threads=1)
     name = plane.ifname
     try:
         plane.open()
         _ip(a, "addr", "add", TUN4 + "/24", "dev", name)
         # no route to 2001:db8:99::1 in A: sends fail and are counted, threads survive
-        _ping(a, PEER4, count=2)
+        _ping(a, PEER4, count=2, wait=0.3)
         c = plane.counters()
         assert c["drops"].get("no route to broker", 0) >= 2, c
         assert c["tx_packets"] == 0 and "error" not in c
@@ -415,7 +418,8 @@ def test_kernel_plane_with_fake_netlink():
     nl.stats = {"tx_packets": 5, "tx_bytes": 500, "rx_packets": 2, "rx_bytes": 200, "rx_dropped": 1,
                 "rx_errors": 0, "tx_errors": 0, "tx_dropped": 0}
     c = p.counters(now=10.0)
-    assert (c["tx_packets"], c["rx_bytes"], c["rx_dropped"], c["drops"]) == (5, 200, 1, {"kernel rx dropped": 1})
+    assert (c["tx_packets"], c["rx_bytes"], c["rx_dropped"], c["drops"]) == \
+        (5, 200, 1, {"kernel rx dropped": 1})
     assert c["last_tx"] is None and c["last_rx"] is None
     nl.stats = dict(nl.stats, tx_packets=6)
     assert p.counters(now=11.0)["last_tx"] == 11.0
@@ -563,7 +567,8 @@ def ip(ns, *a):
 
 sh("ip", "netns", "add", "a"); sh("ip", "netns", "add", "b")
 sh("ip", "-n", "a", "link", "add", "wan", "type", "veth", "peer", "name", "pop", "netns", "b")
-for ns, dev, addrs in (("a", "wan", ("2001:db8:f::1", "2001:db8:f::11")), ("b", "pop", ("2001:db8:f::2", "2001:db8:f::3"))):
+for ns, dev, addrs in (("a", "wan", ("2001:db8:f::1", "2001:db8:f::11")),
+                       ("b", "pop", ("2001:db8:f::2", "2001:db8:f::3"))):
     sh("ip", "-n", ns, "link", "set", "lo", "up"); sh("ip", "-n", ns, "link", "set", dev, "up")
     for x in addrs:
         sh("ip", "-n", ns, "addr", "add", x + "/64", "dev", dev, "nodad")

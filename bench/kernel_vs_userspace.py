@@ -1,0 +1,174 @@
+"""Kernel (sit) vs userspace (TUN + raw socket) 6in4 data plane, as a ratio, inside
+User-Mode Linux (not a test). The host kernel has no sit, so this boots UML through
+tests/kernel/runner.py and runs itself inside with --inside.
+
+Two namespaces joined by a veth. A runs the data plane under test (KernelSixin4 or
+UserspaceSixin4, in this process); B is the broker side: a sit link made with iproute2,
+the same for both runs. Load: UDP/IPv6 datagrams of the given payload sizes from a
+sender process to a counting sink process, both directions:
+  tx: sender in A -> A's plane -> veth -> B's sit -> sink in B
+  rx: sender in B -> B's sit -> veth -> A's plane -> sink in A
+Every phase is bounded in time (--seconds, at most 10) and packet count.
+
+Absolute numbers inside UML mean little: every system call of a UML process is a ptrace
+round trip to the UML kernel, and all of UML runs on one host CPU. The userspace plane
+needs two extra system calls per packet and shares that CPU with the load, so the
+ratio says how much a kernel with sit saves per packet, not what a router achieves.
+
+    .venv/bin/python bench/kernel_vs_userspace.py [--seconds 2] [--sizes 64,1200]
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.kernel import runner  # noqa: E402
+
+A_IP, B_IP = "192.0.2.1", "192.0.2.2"
+A6, B6 = "2001:db8:1::2", "2001:db8:1::1"
+MAX_PACKETS = 1_000_000
+
+SENDER = r"""
+import socket, sys, time
+size, secs, limit, dst = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+payload = b"x" * size
+end = time.monotonic() + secs
+n = 0
+while n < limit and time.monotonic() < end:
+    for _ in range(64):
+        try:
+            s.sendto(payload, (dst, 9))
+            n += 1
+        except OSError:
+            pass
+print(n)
+"""
+
+SINK = r"""
+import select, socket, sys, time
+secs, addr = float(sys.argv[1]), sys.argv[2]
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.bind((addr, 9))
+s.setblocking(False)
+buf = bytearray(65536)
+n = 0
+print("ready", flush=True)
+end = time.monotonic() + secs
+while time.monotonic() < end:
+    select.select([s], [], [], 0.2)
+    try:
+        while True:
+            s.recv_into(buf)
+            n += 1
+    except BlockingIOError:
+        pass
+print(n)
+"""
+
+
+def sh(*args):
+    subprocess.run(args, check=True, timeout=20, capture_output=True)
+
+
+def in_ns(ns, script, *args):
+    cmd = ["ip", "netns", "exec", ns, sys.executable, "-c", script] + [str(a) for a in args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+
+
+def measure(a, b, size, secs, direction):
+    """Delivered datagrams per second for one direction."""
+    src, dst, dst6 = (a, b, B6) if direction == "tx" else (b, a, A6)
+    sink = in_ns(dst, SINK, secs + 2.0, dst6)
+    sink.stdout.readline()
+    t0 = time.monotonic()
+    sender = in_ns(src, SENDER, size, secs, MAX_PACKETS, dst6)
+    sent = int(sender.communicate(timeout=secs + 30)[0].strip() or 0)
+    dt = time.monotonic() - t0
+    got = int(sink.communicate(timeout=secs + 30)[0].split()[-1])
+    return got / dt, sent / dt
+
+
+def run_plane(kind, sizes, secs):
+    from cpe_tunnel.adapters.netlink import Netlink
+    from cpe_tunnel.adapters.sixin4 import KernelSixin4, UserspaceSixin4
+
+    a, b = "cptkb%d-a" % os.getpid(), "cptkb%d-b" % os.getpid()
+    sh("ip", "netns", "add", a)
+    sh("ip", "netns", "add", b)
+    plane = nl = None
+    results = {}
+    try:
+        sh("ip", "-n", a, "link", "add", "wan", "type", "veth", "peer", "name", "pop", "netns", b)
+        for ns, dev, addr in ((a, "wan", A_IP), (b, "pop", B_IP)):
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+            sh("ip", "-n", ns, "addr", "add", addr + "/24", "dev", dev)
+        sh("ip", "-n", b, "link", "add", "name", "peer", "type", "sit", "local", B_IP, "remote", A_IP, "ttl", "64")
+        sh("ip", "-n", b, "link", "set", "peer", "mtu", "1480", "up")
+        sh("ip", "-n", b, "addr", "add", B6 + "/64", "dev", "peer", "nodad")
+        nl = Netlink(netns=a)
+        if kind == "kernel":
+            plane = KernelSixin4(nl, "cpt6in4", A_IP, B_IP, mtu=1480)
+        else:
+            plane = UserspaceSixin4("cpt6in4", A_IP, B_IP, mtu=1480, netlink=nl, netns=a)
+        plane.open()
+        nl.addr_add("cpt6in4", A6, 64, flags=("nodad",))
+        for size in sizes:
+            for direction in ("tx", "rx"):
+                results[(direction, size)] = measure(a, b, size, secs, direction)
+    finally:
+        if plane is not None:
+            plane.close()
+        if nl is not None:
+            nl.close()
+        subprocess.run(["ip", "netns", "del", b], timeout=20)
+        subprocess.run(["ip", "netns", "del", a], timeout=20)
+    return results
+
+
+def inside(sizes, secs):
+    if os.environ.get(runner.IN_VM_ENV) != "uml":
+        sys.exit("--inside runs inside User-Mode Linux only")
+    res = {kind: run_plane(kind, sizes, secs) for kind in ("kernel", "userspace")}
+    print("6in4 inside User-Mode Linux %s, %.1f s per phase; delivered datagrams/s (offered/s)"
+          % (os.uname().release, secs))
+    print("%-4s %6s %22s %22s %7s" % ("dir", "bytes", "kernel (sit)", "userspace (TUN)", "ratio"))
+    for size in sizes:
+        for direction in ("tx", "rx"):
+            k, u = res["kernel"][(direction, size)], res["userspace"][(direction, size)]
+            ratio = (k[0] / u[0]) if u[0] else float("inf")
+            print("%-4s %6d %10.0f (%9.0f) %10.0f (%9.0f) %7.2f" % (direction, size, k[0], k[1], u[0], u[1], ratio))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--sizes", default="64,1200")
+    ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    secs = max(0.5, min(args.seconds, 10.0))
+    sizes = [int(x) for x in args.sizes.split(",")]
+    if args.inside:
+        return inside(sizes, secs)
+    why = runner.unusable_reason()
+    if why:
+        sys.exit("cannot boot User-Mode Linux: " + why)
+    budget = int(len(sizes) * 2 * 2 * (secs + 8) + 60)
+    res = runner.run([sys.executable, os.path.join("bench", "kernel_vs_userspace.py"), "--inside",
+                      "--seconds", str(secs), "--sizes", ",".join(map(str, sizes))], timeout=budget)
+    sys.stdout.write(res.output)
+    if res.status != 0:
+        sys.exit("failed inside UML:\n" + res.summary())
+    print("(UML: fpu %s, boot %.1f s, total %.1f s)" % (res.fpu, res.timings.get("boot", 0),
+                                                      res.timings.get("total", 0)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""The daemon on the kernel data plane, end to end, inside User-Mode Linux (a kernel with
+sit). Run by tests/unit/test_kernel_path.py through tests/kernel/runner.py; skipped
+anywhere else. The lab is tests/lab's network without NAT (tests/kernel/umllab.py).
+
+The broker side is the reference broker's userspace protocol-41 PoP, so every packet
+crosses between the kernel's sit driver and an independent implementation."""
+
+import ipaddress
+import os
+import re
+
+import pytest
+
+from tests import harness
+from tests.harness import PREFIX, V6HOST
+from tests.kernel.runner import IN_VM_ENV
+from tests.kernel.umllab import umllab  # noqa: F401  (fixture)
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.environ.get(IN_VM_ENV) != "uml",
+                       reason="runs inside User-Mode Linux (tests/unit/test_kernel_path.py boots it)"),
+]
+
+LAN64 = "2001:db8:1234::/64"
+IFNAME = "cpe6in4"  # the daemon's default tunnel interface name
+
+
+def sit_details(lab, ifname=IFNAME):
+    """(ifindex, 'ip -d link show' text) of ifname in the cpe namespace, or (None, '')."""
+    r = lab.run("cpe", ["ip", "-d", "-o", "link", "show", "dev", ifname], check=False)
+    if r.returncode != 0:
+        return None, ""
+    return int(r.stdout.split(":", 1)[0]), r.stdout
+
+
+def reach_v6host(lab, src, timeout=20):
+    before = lab.v6host_counter()
+    harness.wait_for(lambda: lab.ping6("lan", V6HOST, count=1, timeout=2, src=src), timeout=timeout,
+                     what="ping6 from the LAN host (%s) to %s" % (src, V6HOST))
+    assert lab.v6host_counter() > before, "the v6 host did not count the echo request"
+
+
+def leftovers(lab):
+    """What the daemon may have left in the cpe namespace: links that are not the lab's
+    (sit0 and ip6tnl0 are the kernel's own fallback devices), IPv6 routes and addresses of the tunnel
+    and of the delegated prefix."""
+    found = []
+    links = lab.run("cpe", ["ip", "-o", "link", "show"]).stdout
+    for line in links.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name not in ("lo", "wan0", "lanp0", "br-lan", "sit0", "ip6tnl0"):
+            found.append("link " + name)
+    routes = lab.run("cpe", ["ip", "-6", "route", "show", "table", "all"]).stdout
+    for line in routes.splitlines():
+        if IFNAME in line or "2001:db8:1234" in line or "2001:db8:1:" in line or line.startswith("default"):
+            found.append("route " + line.strip())
+    addrs = lab.run("cpe", ["ip", "-6", "-o", "addr", "show", "scope", "global"]).stdout
+    for line in addrs.splitlines():
+        found.append("address " + " ".join(line.split()[1:4]))
+    return found
+
+
+def start(lab, **kw):
+    broker = lab.start_broker(harness.broker_config())
+    d = harness.Daemon(lab, **kw).start()
+    return broker, d
+
+
+def test_http_update_on_a_real_sit_tunnel(umllab):
+    lab = umllab
+    assert leftovers(lab) == []
+    broker, d = start(lab, tunnel_extra={"dataplane": "kernel"})
+    try:
+        st = d.wait_status(lambda s: s["state"] == "up", timeout=40, what="tunnel up")
+        assert st["dataplane"] == "kernel"
+        assert st["delegated_prefixes"] == [PREFIX]
+        assert broker.tunnel(harness.TUNNEL_ID)["endpoint"] == "192.0.2.2"
+
+        idx, link = sit_details(lab)
+        assert idx is not None, "no %s link in the cpe namespace" % IFNAME
+        assert " sit " in link and "remote 203.0.113.18 local 192.0.2.2" in link, link
+        addrs = lab.run("cpe", ["ip", "-6", "-o", "addr", "show", "dev", IFNAME]).stdout
+        assert "2001:db8:1::2/64" in addrs, addrs
+
+        a = lab.wait_lan_address(LAN64, timeout=30)
+        assert a is not None, "LAN host got no SLAAC address in %s" % LAN64
+        reach_v6host(lab, a.address)
+        assert lab.ping6("v6host", a.address, count=1, timeout=3), "v6 host -> LAN host failed"
+        st = d.status()
+        assert st["counters"]["tx_packets"] > 0 and st["counters"]["rx_packets"] > 0, st["counters"]
+        # the sit device's own counters saw the traffic (not a userspace plane in disguise)
+        stats = lab.run("cpe", ["cat", "/sys/class/net/%s/statistics/tx_packets" % IFNAME]).stdout
+        assert int(stats) > 0
+
+        # WAN renumbered: the same sit device gets the new local address in place
+        lab.set_wan_address("192.0.2.3/24", "192.0.2.1")
+        broker.wait_until(lambda s: s["tunnels"][harness.TUNNEL_ID]["endpoint"] == "192.0.2.3", timeout=20)
+        d.wait_status(lambda s: s["wan"]["local_ipv4"] == "192.0.2.3" and s["state"] == "up", timeout=20,
+                      what="daemon following the new WAN address")
+        idx2, link = sit_details(lab)
+        assert idx2 == idx, "the sit device was re-created (ifindex %s -> %s)" % (idx, idx2)
+        assert "remote 203.0.113.18 local 192.0.2.3" in link, link
+        reach_v6host(lab, a.address)
+    finally:
+        rc = d.stop()
+        log = d.log()
+        d.cleanup()
+    assert rc == 0, log[-3000:]
+    left = leftovers(lab)
+    assert left == [], "left behind after the daemon stopped: %s" % left
+
+
+def test_auto_picks_the_kernel_and_tsp_v6v4_runs_on_sit(umllab):
+    """dataplane unset (= auto) in TSP v6v4 mode: the kernel has sit, so sit it is."""
+    from tests.tsp_broker import example_config, start_tsp_broker
+
+    lab = umllab
+    broker = start_tsp_broker(lab, example_config())
+    t = {"mode": "tsp", "server": ["203.0.113.18"], "username": "alice", "password": "wonderland",
+         "host_type": "router", "prefix_len": 48, "keepalive_interval": 2, "ip6prefix": None,
+         "tunnel_mode": "v6v4"}
+    d = harness.Daemon(lab, mode="tsp", prefix=None, tunnel_extra=t).start()
+    try:
+        st = d.wait_status(lambda s: s["state"] == "up" and s["lans"] and s["lans"][0]["prefix"], timeout=40,
+                           what="TSP tunnel up with a delegated prefix")
+        assert st["dataplane"] == "kernel"
+        assert st["tsp"]["tunnel_type"] == "v6v4"
+        tun = broker.wait_tunnel(timeout=10, type="v6v4")
+        assert tun["endpoint"] == "192.0.2.2"
+        idx, link = sit_details(lab, st["ifname"])
+        assert idx is not None and " sit " in link, link
+        assert re.search(r"remote \d+\.\d+\.\d+\.\d+ local 192\.0\.2\.2", link), link
+        lan64 = st["lans"][0]["prefix"]
+        assert ipaddress.IPv6Network(lan64).subnet_of(ipaddress.IPv6Network("2001:db8:4000::/40"))
+        a = lab.wait_lan_address(lan64, timeout=30)
+        assert a is not None, "no SLAAC address in %s" % lan64
+        reach_v6host(lab, a.address)
+    finally:
+        rc = d.stop()
+        log = d.log()
+        d.cleanup()
+    assert rc == 0, log[-3000:]
+    assert sit_details(lab, st["ifname"])[0] is None, "the sit device outlived the daemon"
