@@ -3,10 +3,10 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
-APT_PKGS := iproute2 nftables iputils-ping tcpdump radvd ndisc6 kmod openssl procps conntrack
+APT_PKGS := iproute2 nftables iputils-ping tcpdump radvd ndisc6 kmod openssl procps conntrack nodejs
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test test-unit test-micropython test-e2e lint mpy-check demo bench ipk clean
+.PHONY: all deps venv test test-unit test-micropython test-e2e lint mpy-check demo bench ipk screenshots clean
 
 all: test
 
@@ -59,6 +59,11 @@ bench: deps venv
 # An installable OpenWrt package (.ipk), built without the OpenWrt SDK.
 ipk:
 	python3 tools/mkipk.py --out dist
+	python3 tools/mkipk_luci.py --out dist
+
+# Renders docs/luci-*.png in headless Chromium (apt-get install chromium); not part of make test.
+screenshots:
+	$(PY) tests/luci/screenshot.py
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

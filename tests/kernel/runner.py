@@ -134,16 +134,18 @@ export PATH
 W=@WORK@
 mount -t proc proc /proc
 read up _ < /proc/uptime
-echo "$up" > $W/out/started
-mount -t sysfs sys /sys
 mount -t tmpfs -o mode=755 run /run
-# the run's directory stays reachable as /run/work once /tmp is private
+# The host's filesystem is the guest's root, read-only. The run's directory is the one
+# writable place, mounted as a second hostfs at /run/work (the guest's /tmp is private).
 mkdir /run/work
-mount --bind $W /run/work
+mount -t hostfs -o $W hostfs /run/work
 O=/run/work/out
+echo "$up" > $O/started
+mount -t sysfs sys /sys
 mount -t tmpfs -o mode=1777 tmp /tmp
 # the kernel mounts devtmpfs on /dev itself (CONFIG_DEVTMPFS_MOUNT); else a tmpfs
-grep -q '^[^ ]* /dev devtmpfs' /proc/mounts || mount -t devtmpfs dev /dev || mount -t tmpfs -o mode=755 dev /dev
+grep -q '^[^ ]* /dev devtmpfs' /proc/mounts || mount -t devtmpfs dev /dev ||
+  mount -t tmpfs -o mode=755 dev /dev
 [ -c /dev/null ] || { rm -f /dev/null; mknod -m 666 /dev/null c 1 3; }
 mkdir -p /dev/pts /dev/shm /dev/net
 mount -t devpts devpts /dev/pts
@@ -215,7 +217,7 @@ class Result:
                 total[key] += int(suite.get(key, 0))
         return total
 
-    def summary(self, tail=6000):
+    def summary(self, tail=12000):
         parts = ["status: %s%s" % (self.status, " (timed out)" if self.timed_out else ""),
                  "fpu: %s, timings: %s" % (self.fpu, self.timings)]
         if self.reason:
@@ -239,7 +241,7 @@ def unusable_reason():
     if not shutil.which("modprobe"):
         return "modprobe missing (apt-get install kmod)"
     if os.geteuid() != 0:
-        return "the UML runner needs root (namespaces inside, hostfs writes)"
+        return "the UML runner needs root (as the namespace lab does)"
     return None
 
 
@@ -271,8 +273,8 @@ def build_shim(dest_dir):
         raise OSError("no C compiler (cc) to build the xstate shim")
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "xstate_shim.c")
     so = os.path.join(dest_dir, "xstate_shim.so")
-    r = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", so, src, "-ldl"], capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", so, src, "-ldl"], check=False,
+                       capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         raise OSError("building the xstate shim failed: %s" % (r.stderr.strip() or r.stdout.strip()))
     return so
@@ -318,7 +320,7 @@ def run(argv, timeout=180, mem="1024M", modules=MODULES, env=None, cwd=ROOT, fpu
         f.write(init)
     os.chmod(init_path, 0o755)
     umid = "cpt%d-%s" % (os.getpid(), os.path.basename(work)[-6:])
-    kargs = ["mem=%s" % mem, "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "rw",
+    kargs = ["mem=%s" % mem, "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "ro",
              "init=" + init_path, "uml_dir=" + work, "umid=" + umid, "con=null", "con0=fd:0,fd:1"]
     host_env = dict(os.environ, TMPDIR=work)
     host_env.pop("LD_PRELOAD", None)
@@ -345,9 +347,14 @@ def run(argv, timeout=180, mem="1024M", modules=MODULES, env=None, cwd=ROOT, fpu
         except subprocess.TimeoutExpired:
             res.timed_out = True
             _kill_group(proc)
+        except BaseException:  # interrupted: take the VM down with us
+            _kill_group(proc)
+            shutil.rmtree(work, ignore_errors=True)
+            raise
     res.timings["total"] = round(time.monotonic() - t0, 2)
-    # UML leaves its helper processes in our session on abnormal ends: reap the group
-    _kill_group(proc)
+    # after a crash UML's helper processes can outlive it (same process group)
+    if _group_members(proc.pid):
+        _kill_group(proc)
     res.console = _read(console_path)
     started = _read(os.path.join(out, "started")).strip()
     res.started = bool(started)
@@ -373,6 +380,22 @@ def run(argv, timeout=180, mem="1024M", modules=MODULES, env=None, cwd=ROOT, fpu
     else:
         shutil.rmtree(work, ignore_errors=True)
     return res
+
+
+def _group_members(pgid):
+    """PIDs in process group pgid (the VM's: linux.uml was started as a session leader)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and int(fields[3]) == pgid:  # pgrp, session
+            found.append(int(name))
+    return found
 
 
 def _kill_group(proc):

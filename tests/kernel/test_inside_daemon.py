@@ -14,7 +14,6 @@ import pytest
 from tests import harness
 from tests.harness import PREFIX, V6HOST
 from tests.kernel.runner import IN_VM_ENV
-from tests.kernel.umllab import umllab  # noqa: F401  (fixture)
 
 pytestmark = [
     pytest.mark.lab,

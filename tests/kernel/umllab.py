@@ -10,8 +10,6 @@ lab's nftables pieces are replaced:
 - NAT: not available (nat=True raises).
 """
 
-import pytest
-
 from tests.lab.lab import Lab, LabError
 
 
@@ -34,13 +32,3 @@ class UmlLab(Lab):
                 return int(parts[1])
         raise LabError("Icmp6InEchos missing from the v6 host's /proc/net/snmp6")
 
-
-@pytest.fixture
-def umllab():
-    """A UmlLab without NAT, torn down after the test."""
-    lab = UmlLab()
-    lab.build()
-    try:
-        yield lab
-    finally:
-        lab.teardown()

@@ -57,7 +57,7 @@ def chromium():
 
 def module_sources():
     out = {}
-    for d, dirs, files in os.walk(RESOURCES):
+    for d, _dirs, files in os.walk(RESOURCES):
         for fn in files:
             if fn.endswith(".js"):
                 rel = os.path.relpath(os.path.join(d, fn), RESOURCES)[:-3]

@@ -221,7 +221,7 @@ function ip6Aton(text) {
 		var halves = s.split('::'),
 		    lparts = halves[0] ? halves[0].split(':') : [],
 		    rparts = halves[1] ? halves[1].split(':') : [];
-		if (lparts.length + rparts.length > 8)
+		if (lparts.length + rparts.length > 7)
 			throw new AddrError(_("'%s' is not an IPv6 address (too many groups)").format(text));
 		for (i = 0; i < lparts.length; i++)
 			groups.push(hex16(lparts[i], text));
