@@ -705,4 +705,5 @@ class Supervisor:
         st["since"] = self.wall(self.since)
         st["lans"] = [p.status(now) for p in self.lans]
         st["config_error"] = self.config_error
+        st["now"] = time.time()  # the daemon's clock, for ages shown elsewhere (LuCI)
         return st
