@@ -24,7 +24,7 @@ a 1280-byte IPv6 packet, the tunnel MTU). Mbit/s counts the inner IPv6 packets.
 
     .venv/bin/python bench/ayiya.py [--runs 3] [--seconds 2] [--sizes 64,1232]
                                     [--modes base-tx,tx,base-rx,rx,both] [--no-e2e]
-                                    [--impl variant.py:Class] [--max-wait 600]
+                                    [--no-batch-io] [--impl variant.py:Class] [--max-wait 600]
 
 Needs root (namespaces, TUN), gcc, taskset and two cores. Bounded: every generator
 stops by itself after warm-up + window + 1 s and at 50 million packets.
@@ -165,9 +165,12 @@ int main(int argc, char **argv) {
 def client_main(argv):
     """python bench/ayiya.py --client IFNAME [file.py:Class]: open the plane, print
     'ready PORT', forward until stdin closes, print its counters as JSON."""
+    plain = "--no-batch-io" in argv
+    argv = [a for a in argv if a != "--no-batch-io"]
     cls = _load_impl(argv[1] if len(argv) > 1 else None)
     nl = Netlink()
-    plane = cls(argv[0], A_IP, B_IP, CLIENT6, POP6, PASSWORD, mtu=1280, netlink=nl)
+    kw = {"batch_io": False} if plain else {}
+    plane = cls(argv[0], A_IP, B_IP, CLIENT6, POP6, PASSWORD, mtu=1280, netlink=nl, **kw)
     plane.open()
     try:
         nl.addr_add(plane.ifname, CLIENT6, 64, flags=("nodad",))
@@ -250,7 +253,8 @@ class Bench:
             sh("ip", "-n", ns, "addr", "add", addr + "/24", "dev", dev)
         self.nla = Netlink(netns=self.a)
         cmd = ["ip", "netns", "exec", self.a, "taskset", "-c", str(self.client_cpu), sys.executable,
-               os.path.abspath(__file__), "--client", TUN] + ([self.args.impl] if self.args.impl else [])
+               os.path.abspath(__file__), "--client", TUN] + ([self.args.impl] if self.args.impl else []) + (
+                   ["--no-batch-io"] if self.args.no_batch_io else [])
         self.client = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = self.client.stdout.readline().split()
         if not line or line[0] != "ready":
@@ -435,6 +439,8 @@ def main():
     ap.add_argument("--sizes", default="64,1232")
     ap.add_argument("--modes", default="base-tx,tx,base-rx,rx,both")
     ap.add_argument("--no-e2e", action="store_true")
+    ap.add_argument("--no-batch-io", action="store_true",
+                    help="one send/recv_into per packet instead of sendmmsg/recvmmsg batches")
     ap.add_argument("--impl", default=None, help="file.py:Class, a data plane variant to compare")
     ap.add_argument("--max-wait", type=float, default=600.0,
                     help="seconds to wait for a quiet machine before each run")
@@ -451,8 +457,9 @@ def main():
     counters = None
     try:
         b.setup()
-        print("AYIYA userspace data plane, client alone on cpu %d, everything else on cpu %d; "
+        print("AYIYA userspace data plane (%s), client alone on cpu %d, everything else on cpu %d; "
               "%.1f s windows, median of %d; python %s; load %s" % (
+                  "one send/recv_into per packet" if args.no_batch_io else "sendmmsg/recvmmsg batches",
                   b.client_cpu, b.other_cpu, args.seconds, args.runs, sys.version.split()[0],
                   " ".join("%.2f" % x for x in os.getloadavg())))
         for size in [int(x) for x in args.sizes.split(",")]:

@@ -14,7 +14,10 @@ Every phase is bounded in time (--seconds, at most 10) and packet count.
 Absolute numbers inside UML mean little: every system call of a UML process is a ptrace
 round trip to the UML kernel, and all of UML runs on one host CPU. The userspace plane
 needs two extra system calls per packet and shares that CPU with the load, so the
-ratio says how much a kernel with sit saves per packet, not what a router achieves.
+figures say how much a kernel with sit saves per packet, not what a router achieves.
+The ratio is of CPU time per delivered datagram (everything inside the VM: sender,
+plane, sink), steadier than a ratio of rates, which depends on how the one CPU happens
+to be shared between the load generator and the userspace plane's threads.
 
     .venv/bin/python bench/kernel_vs_userspace.py [--seconds 2] [--sizes 64,1200]
 """
@@ -88,17 +91,27 @@ def in_ns(ns, script, *args):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
 
 
+def busy_seconds():
+    """CPU time the (one-CPU) kernel spent not idle, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(v) - v[3] - (v[4] if len(v) > 4 else 0)) / hz  # minus idle, iowait
+
+
 def measure(a, b, size, secs, direction):
-    """Delivered datagrams per second for one direction."""
+    """(delivered/s, offered/s, CPU microseconds per delivered datagram) for one direction.
+    The CPU figure covers everything that ran: sender, plane, sink."""
     src, dst, dst6 = (a, b, B6) if direction == "tx" else (b, a, A6)
     sink = in_ns(dst, SINK, secs + 2.0, dst6)
     sink.stdout.readline()
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), busy_seconds()
     sender = in_ns(src, SENDER, size, secs, MAX_PACKETS, dst6)
     sent = int(sender.communicate(timeout=secs + 30)[0].strip() or 0)
     dt = time.monotonic() - t0
     got = int(sink.communicate(timeout=secs + 30)[0].split()[-1])
-    return got / dt, sent / dt
+    cpu = busy_seconds() - c0
+    return got / dt, sent / dt, (cpu / got * 1e6) if got else float("inf")
 
 
 def run_plane(kind, sizes, secs):
@@ -144,15 +157,16 @@ def inside(sizes, secs):
     if os.environ.get(runner.IN_VM_ENV) != "uml":
         sys.exit("--inside runs inside User-Mode Linux only")
     res = {kind: run_plane(kind, sizes, secs) for kind in ("kernel", "userspace")}
-    print("6in4 inside User-Mode Linux %s, %.1f s per phase; delivered datagrams/s (offered/s)"
-          % (os.uname().release, secs))
-    print("%-4s %6s %22s %22s %7s" % ("dir", "bytes", "kernel (sit)", "userspace (TUN)", "ratio"))
+    print("6in4 inside User-Mode Linux %s, %.1f s per phase" % (os.uname().release, secs))
+    print("delivered datagrams/s (offered/s), CPU us per delivered datagram (sender, plane and")
+    print("sink together); ratio = userspace CPU per datagram / kernel CPU per datagram")
+    print("%-4s %6s %27s %27s %7s" % ("dir", "bytes", "kernel (sit)", "userspace (TUN)", "ratio"))
     for size in sizes:
         for direction in ("tx", "rx"):
             k, u = res["kernel"][(direction, size)], res["userspace"][(direction, size)]
-            ratio = (k[0] / u[0]) if u[0] else float("inf")
-            print("%-4s %6d %10.0f (%9.0f) %10.0f (%9.0f) %7.2f"
-                  % (direction, size, k[0], k[1], u[0], u[1], ratio))
+            ratio = u[2] / k[2] if k[2] else float("inf")
+            print("%-4s %6d %7.0f (%7.0f) %6.0f us %7.0f (%7.0f) %6.0f us %7.2f"
+                  % (direction, size, k[0], k[1], k[2], u[0], u[1], u[2], ratio))
 
 
 def main():

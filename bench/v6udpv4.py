@@ -8,7 +8,9 @@ Namespaces (documentation addresses only):
                                  TUN 2001:db8:1::2                     TUN 2001:db8:1::1
 
 - client: UserspaceUdp6 in its own process (`ip netns exec … taskset -c 0 python`), over a
-  UDP socket 192.0.2.1:40000 connected to 192.0.2.2:3653; IPv6 forwarding on.
+  UDP socket 192.0.2.1:40000 connected to 192.0.2.2:3653; IPv6 forwarding on. Pinned to
+  one CPU, the plane runs both directions in one thread (threads=None; --threads 2 to
+  compare).
 - broker: a C relay (TUN <-> the same UDP 5-tuple, one blocking thread per direction) —
   an independent peer; frozen with SIGSTOP while the client is measured alone.
 - Load: a C `sendmmsg` generator compiled with gcc at bench time, on the other core
@@ -28,11 +30,12 @@ Namespaces (documentation addresses only):
 - Each figure: median of --runs windows of --seconds after a --warmup; client CPU % from
   /proc/PID/stat (utime + stime, all threads; 100 % = one core).
 - End to end (nothing pinned, relay running, counting receivers): the generator in the
-  LAN namespace (tx) or the broker namespace (rx), flat out and paced at --e2e-rate;
+  LAN namespace (tx) or the broker namespace (rx), flat out and paced at --e2e-rates;
   what arrives at the receiver and the loss.
 
     .venv/bin/python bench/v6udpv4.py [--runs 3] [--seconds 2] [--sizes 64,1232]
-        [--no-e2e] [--e2e-rate 100000] [--impl module:Class | path.py:Class]
+        [--no-e2e] [--e2e-rates 20000,100000] [--threads auto|1|2]
+        [--impl module:Class | path.py:Class]
 
 --impl runs another plane class with the same constructor (to compare loop variants).
 Needs root, gcc and taskset; every loop is bounded in time.
@@ -282,7 +285,8 @@ controls = []
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.bind((sys.argv[3], int(sys.argv[4])))
 sock.connect((sys.argv[5], int(sys.argv[6])))
-plane = getattr(mod, cls)(sys.argv[7], sock, mtu=1280, on_control=controls.append)
+kw = {} if sys.argv[8] == "auto" else {"threads": int(sys.argv[8])}
+plane = getattr(mod, cls)(sys.argv[7], sock, mtu=1280, on_control=controls.append, **kw)
 plane.open()
 print("ready", plane.ifname, flush=True)
 sys.stdin.read()
@@ -428,7 +432,8 @@ class Bench:
     def start_client(self):
         a = self.ns["a"]
         self.client = self.popen("a", [sys.executable, "-c", CLIENT, ROOT, self.args.impl, A_IP, str(CPORT),
-                                       B_IP, str(BPORT), "cpt6u"], cpu=CLIENT_CPU, stdin=subprocess.PIPE)
+                                       B_IP, str(BPORT), "cpt6u", getattr(self.args, "threads", "auto")],
+                                 cpu=CLIENT_CPU, stdin=subprocess.PIPE)
         name = self.expect_ready(self.client)[1]
         ipn(a, "link", "set", name, "up")
         ipn(a, "addr", "add", TUN_A + "/64", "dev", name, "nodad")
@@ -561,7 +566,7 @@ class Bench:
         args = self.args
         secs = args.seconds
         rows = []
-        rates = [0] + ([args.e2e_rate] if args.e2e_rate else [])
+        rates = [0] + [int(x) for x in args.e2e_rates.split(",") if x.strip() and int(x) > 0]
         for size in [int(x) for x in args.sizes.split(",")]:
             pl = self.payload("e2e%d" % size, bytes(size))
             for rate in rates:
@@ -606,8 +611,11 @@ def main():
     ap.add_argument("--warmup", type=float, default=0.5)
     ap.add_argument("--sizes", default="64,1232")
     ap.add_argument("--no-e2e", action="store_true")
-    ap.add_argument("--e2e-rate", type=int, default=100000, help="paced end-to-end rate (0: flat out only)")
+    ap.add_argument("--e2e-rates", default="20000,100000",
+                    help="paced end-to-end rates, packets/s, comma-separated (flat out is always run)")
     ap.add_argument("--impl", default="cpe_tunnel.adapters.udp6:UserspaceUdp6")
+    ap.add_argument("--threads", choices=("auto", "1", "2"), default="auto",
+                    help="forwarding threads of the plane (auto: 1 when pinned to one CPU, as here)")
     args = ap.parse_args()
     args.seconds = min(args.seconds, MAX_SECONDS)
     args.runs = max(1, min(args.runs, 15))

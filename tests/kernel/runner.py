@@ -1,5 +1,6 @@
 """Runs commands (normally pytest) inside a real Linux kernel with sit, ip6tnl, veth,
-bridge, tun and nftables: Debian's User-Mode Linux (package ``user-mode-linux``),
+bridge and tun: Debian's User-Mode Linux (package ``user-mode-linux``; its nftables has
+only the bridge family, see docs/KERNEL.md),
 booted on this machine's own filesystem through hostfs, so the repository, the venv and
 pytest are all there. The host kernel of the lab machines has none of these tunnels
 (../shared/LAB.md). docs/KERNEL.md has the evidence behind the choices below.

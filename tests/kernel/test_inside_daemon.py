@@ -60,6 +60,16 @@ def leftovers(lab):
     return found
 
 
+def kernel_up(pred):
+    """A wait_status predicate that fails at once when the daemon says the kernel cannot
+    make the tunnel (instead of waiting out the timeout)."""
+    def check(st):
+        err = st.get("last_error") or ""
+        assert "no sit" not in err and "no ip6tnl" not in err, "the daemon found no kernel tunnel: %s" % err
+        return pred(st)
+    return check
+
+
 def start(lab, **kw):
     broker = lab.start_broker(harness.broker_config())
     d = harness.Daemon(lab, **kw).start()
@@ -71,7 +81,7 @@ def test_http_update_on_a_real_sit_tunnel(umllab):
     assert leftovers(lab) == []
     broker, d = start(lab, tunnel_extra={"dataplane": "kernel"})
     try:
-        st = d.wait_status(lambda s: s["state"] == "up", timeout=40, what="tunnel up")
+        st = d.wait_status(kernel_up(lambda s: s["state"] == "up"), timeout=40, what="tunnel up")
         assert st["dataplane"] == "kernel"
         assert st["delegated_prefixes"] == [PREFIX]
         assert broker.tunnel(harness.TUNNEL_ID)["endpoint"] == "192.0.2.2"
@@ -121,8 +131,8 @@ def test_auto_picks_the_kernel_and_tsp_v6v4_runs_on_sit(umllab):
          "tunnel_mode": "v6v4"}
     d = harness.Daemon(lab, mode="tsp", prefix=None, tunnel_extra=t).start()
     try:
-        st = d.wait_status(lambda s: s["state"] == "up" and s["lans"] and s["lans"][0]["prefix"], timeout=40,
-                           what="TSP tunnel up with a delegated prefix")
+        st = d.wait_status(kernel_up(lambda s: s["state"] == "up" and s["lans"] and s["lans"][0]["prefix"]),
+                           timeout=40, what="TSP tunnel up with a delegated prefix")
         assert st["dataplane"] == "kernel"
         assert st["tsp"]["tunnel_type"] == "v6v4"
         tun = broker.wait_tunnel(timeout=10, type="v6v4")

@@ -4,62 +4,26 @@ BrokerHandle and Lab.start_broker)."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
+
+from tests.peer import ControlHandle
 
 
 class PopError(RuntimeError):
     """The PoP answered a control request with an error, or could not be reached."""
 
 
-class PopHandle:
+class PopHandle(ControlHandle):
     """Talks to a PoP over its control socket (JSON lines). Works from any namespace.
 
     Attributes: control_path, proc (Popen or None), config (dict as written), ca_file
     (CA certificate that signed the TIC server's certificate, or None), log_path, workdir.
     """
 
-    def __init__(self, control_path, proc=None, config=None, ca_file=None, log_path=None, workdir=None):
-        self.control_path = control_path
-        self.proc = proc
-        self.config = config
-        self.ca_file = ca_file
-        self.log_path = log_path
-        self.workdir = workdir
+    error = PopError
+    what = "PoP"
 
-    def __repr__(self):
-        return "PopHandle(%r, pid=%s)" % (self.control_path, self.proc.pid if self.proc else None)
-
-    # ---- transport ---------------------------------------------------------------------
-    def request(self, cmd, timeout=5.0, **args):
-        req = dict(args)
-        req["cmd"] = cmd
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        try:
-            s.connect(self.control_path)
-            s.sendall((json.dumps(req) + "\n").encode("utf-8"))
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        except OSError as exc:
-            raise PopError("PoP control socket %s: %s" % (self.control_path, exc))
-        finally:
-            s.close()
-        try:
-            resp = json.loads(buf.decode("utf-8"))
-        except ValueError:
-            raise PopError("PoP sent a malformed control answer: %r" % buf[:200])
-        if not resp.get("ok"):
-            raise PopError(resp.get("error", "unknown error"))
-        return resp.get("result")
-
-    # ---- commands ----------------------------------------------------------------------
     def ping(self, timeout=2.0):
         return self.request("ping", timeout=timeout)
 
@@ -101,63 +65,6 @@ class PopHandle:
     def recent_ayiya(self, tunnel_id):
         """The last authentic AYIYA datagrams from the client: [{'time', 'ip', 'port', 'hex'}]."""
         return self.request("recent_ayiya", tunnel=str(tunnel_id))
-
-    def wait_until(self, predicate, timeout=5.0, interval=0.05):
-        """Poll state() until predicate(state) is true; returns the state, or raises PopError."""
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.state()
-            if predicate(st):
-                return st
-            if time.monotonic() >= deadline:
-                raise PopError("condition not met within %.1f s" % timeout)
-            time.sleep(interval)
-
-    def log_text(self):
-        if not self.log_path:
-            return ""
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def stop(self, timeout=3.0):
-        """Ask the PoP to quit; terminate/kill its process if it does not."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            self.request("quit", timeout=1.0)
-        except PopError:
-            pass
-        try:
-            proc.wait(timeout)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-        proc.terminate()
-        try:
-            proc.wait(2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(2)
-
-    def wait_ready(self, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise PopError(
-                    "PoP exited with status %s:\n%s" % (self.proc.returncode, self.log_text()[-3000:])
-                )
-            if os.path.exists(self.control_path):
-                try:
-                    return self.ping(timeout=1.0)
-                except PopError as exc:
-                    last = exc
-            time.sleep(0.02)
-        raise PopError("PoP not ready within %.0f s (%s):\n%s" % (timeout, last, self.log_text()[-3000:]))
 
 
 def start_pop(lab, cfg=None, tls=None, timeout=10.0, ns="broker"):

@@ -8,10 +8,10 @@ h.state()["tunnels"], h.set_fault(busy=True), h.wait_tunnel(active=True), h.stop
 import ipaddress
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
+
+from tests.peer import ControlHandle
 
 from .config import example_config
 
@@ -22,47 +22,14 @@ class TspBrokerError(RuntimeError):
     """The broker answered a control request with an error, or could not be reached."""
 
 
-class TspBrokerHandle:
+class TspBrokerHandle(ControlHandle):
     """Control-socket client of a running broker (works from any namespace).
 
     Attributes: control_path, proc (Popen or None), config (dict as written), log_path."""
 
-    def __init__(self, control_path, proc=None, config=None, log_path=None):
-        self.control_path = control_path
-        self.proc = proc
-        self.config = config
-        self.log_path = log_path
+    error = TspBrokerError
+    what = "TSP broker"
 
-    def __repr__(self):
-        return "TspBrokerHandle(%r, pid=%s)" % (self.control_path, self.proc.pid if self.proc else None)
-
-    def request(self, cmd, timeout=5.0, **args):
-        req = dict(args)
-        req["cmd"] = cmd
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        buf = b""
-        try:
-            s.connect(self.control_path)
-            s.sendall((json.dumps(req) + "\n").encode("utf-8"))
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        except OSError as exc:
-            raise TspBrokerError("TSP broker control socket %s: %s" % (self.control_path, exc))
-        finally:
-            s.close()
-        try:
-            resp = json.loads(buf.decode("utf-8"))
-        except ValueError:
-            raise TspBrokerError("TSP broker sent a malformed control answer: %r" % buf[:200])
-        if not resp.get("ok"):
-            raise TspBrokerError(resp.get("error", "unknown error"))
-        return resp.get("result")
-
-    # ---- commands ----------------------------------------------------------------------
     def ping(self, timeout=2.0):
         """{'pid', 'ports': {'udp', 'tcp'}, 'dataplane': bool}"""
         return self.request("ping", timeout=timeout)
@@ -94,17 +61,6 @@ class TspBrokerHandle:
     def reset_counters(self):
         return self.request("reset_counters")
 
-    def wait_until(self, predicate, timeout=5.0, interval=0.05):
-        """Poll state() until predicate(state) is true; returns the state."""
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.state()
-            if predicate(st):
-                return st
-            if time.monotonic() >= deadline:
-                raise TspBrokerError("condition not met within %.1f s" % timeout)
-            time.sleep(interval)
-
     def wait_tunnel(self, timeout=5.0, **match):
         """Wait for a tunnel matching the keywords (e.g. active=True, user='alice')."""
         st = self.wait_until(
@@ -112,53 +68,6 @@ class TspBrokerHandle:
             timeout,
         )
         return [t for t in st["tunnels"].values() if all(t.get(k) == v for k, v in match.items())][0]
-
-    def log_text(self):
-        if not self.log_path:
-            return ""
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def stop(self, timeout=3.0):
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            self.request("quit", timeout=1.0)
-        except TspBrokerError:
-            pass
-        try:
-            proc.wait(timeout)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-        proc.terminate()
-        try:
-            proc.wait(2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(2)
-
-    def wait_ready(self, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise TspBrokerError(
-                    "TSP broker exited with status %s:\n%s" % (self.proc.returncode, self.log_text()[-3000:])
-                )
-            if os.path.exists(self.control_path):
-                try:
-                    return self.ping(timeout=1.0)
-                except TspBrokerError as exc:
-                    last = exc
-            time.sleep(0.02)
-        raise TspBrokerError(
-            "TSP broker not ready within %.0f s (%s):\n%s" % (timeout, last, self.log_text()[-3000:])
-        )
 
 
 def _write_config(cfg, path):

@@ -128,14 +128,18 @@ class FakeSock:
         self.sent = []
         self.fail = fail  # errno to raise on send
 
+    def fileno(self):
+        return -1
+
     def recv_into(self, buf):
         if not self.incoming:
             raise BlockingIOError(errno.EAGAIN, "empty")
         d = self.incoming.pop(0)
         if isinstance(d, int):
             raise OSError(d, os.strerror(d))
-        buf[:len(d)] = d
-        return len(d)
+        n = min(len(d), len(buf))
+        buf[:n] = d[:n]
+        return n
 
     def send(self, data):
         if self.fail is not None:
@@ -157,42 +161,115 @@ class FakeClock:
         return t
 
 
-def run_tx(plane, packets, clock):
-    """Feed packets as TUN reads into _tx_drain; returns what went to the socket."""
-    queue = list(packets)
+PATHS = ["plain", "mmsg"] if ayiya_dp.HAVE_MMSG else ["plain"]
 
+
+def fake_readv(queue):
+    """A TUN read: copies what fits, returns the packet's whole length (as the TUN
+    driver does when the buffer is too small)."""
     def readv(fd, bufs):
         if not queue:
             raise BlockingIOError(errno.EAGAIN, "empty")
         p = queue.pop(0)
-        bufs[0][:len(p)] = p
+        n = min(len(p), len(bufs[0]))
+        bufs[0][:n] = p[:n]
         return len(p)
+    return readv
 
-    sock = plane._sock = FakeSock()
-    buf = bytearray(ayiya_dp.BUFSIZE)
-    mv = memoryview(buf)
-    assert plane._tx_drain(-1, buf, mv, [mv[HDR:]], readv=readv, clock=clock) == ayiya_dp.EMPTY
-    return sock.sent
+
+def run_tx(plane, packets, clock, path, fail=None):
+    """Feed packets as TUN reads into the tx drain of `path`; returns (status, what
+    went to the socket)."""
+    readv = fake_readv(list(packets))
+    sock = plane._sock = FakeSock(fail=fail)
+    if path == "plain":
+        buf = bytearray(ayiya_dp.BUFSIZE)
+        mv = memoryview(buf)
+        return plane._tx_drain(-1, buf, mv, [mv[HDR:]], readv=readv, clock=clock), sock.sent
+    import ctypes
+
+    ring = ayiya_dp._Ring(plane.cap)
+
+    def sendmmsg(sfd, addr, k, flags):
+        assert sfd == -1 and flags == 0 and 1 <= k <= ayiya_dp.BATCH
+        first = (addr - ring.addr) // ring.msg_size
+        assert 0 <= first and first + k <= ayiya_dp.BATCH
+        if fail is not None:
+            ctypes.set_errno(fail)
+            return -1
+        for j in range(first, first + k):
+            # what the kernel would read: the iovec as the ctypes structures say
+            iov = ring.msgs[j].hdr.iov[0]
+            sock.sent.append(ctypes.string_at(iov.base, iov.len))
+        return k
+
+    return plane._tx_drain_mm(-1, ring, readv=readv, sendmmsg=sendmmsg, clock=clock), sock.sent
+
+
+def run_rx(plane, datagrams, clock, path, batches=-1):
+    """Feed datagrams to the rx drain of `path`; returns (status, written, sock)."""
+    sock = plane._sock = FakeSock(datagrams)
+    written = []
+
+    def write(fd, b):
+        written.append(bytes(b))
+        return len(b)
+
+    if path == "plain":
+        buf = bytearray(ayiya_dp.BUFSIZE)
+        return plane._rx_drain(sock, -1, buf, memoryview(buf), batches=batches, write=write,
+                               clock=clock), written, sock
+    import ctypes
+
+    ring = ayiya_dp._Ring(plane.cap)
+
+    def recvmmsg(sfd, addr, vlen, flags, timeout):
+        assert sfd == -1 and addr == ring.addr and vlen == ayiya_dp.BATCH and timeout is None
+        assert flags & ayiya_dp.MSG_DONTWAIT
+        if not sock.incoming:
+            ctypes.set_errno(errno.EAGAIN)
+            return -1
+        if isinstance(sock.incoming[0], int):
+            ctypes.set_errno(sock.incoming.pop(0))
+            return -1
+        i = 0
+        while i < vlen and sock.incoming and not isinstance(sock.incoming[0], int):
+            d = sock.incoming.pop(0)
+            iov = ring.msgs[i].hdr.iov[0]
+            n = min(len(d), iov.len)
+            ctypes.memmove(iov.base, d, n)
+            ring.msgs[i].len = n
+            i += 1
+        return i
+
+    return plane._rx_drain_mm(sock, -1, ring, batches=batches, write=write, recvmmsg=recvmmsg,
+                              clock=clock), written, sock
 
 
 tun_packets = st.one_of(
-    st.builds(lambda n, b: ipv6_packet(n, b), st.integers(0, 1400), st.binary(min_size=1, max_size=3)),
+    st.builds(lambda n, b: ipv6_packet(n, b), st.integers(0, 1500), st.binary(min_size=1, max_size=3)),
     st.binary(min_size=1, max_size=200),  # mostly not IPv6
 )
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.lists(tun_packets, max_size=3 * ayiya_dp.BATCH + 5), st.integers(0, 2**32 + 5),
-       st.sampled_from([0.0, 0.01, 0.4]))
-def test_tx_drain_equals_core_seal(packets, t, step):
+@pytest.mark.parametrize("path", PATHS)
+@settings(max_examples=120, deadline=None)
+@given(packets=st.lists(tun_packets, max_size=3 * ayiya_dp.BATCH + 5), t=st.integers(0, 2**32 + 5),
+       step=st.sampled_from([0.0, 0.01, 0.4]))
+def test_tx_drain_equals_core_seal(path, packets, t, step):
     plane = make_plane()
-    clock = FakeClock(t + 0.5, step)
-    sent = run_tx(plane, packets, clock)
-    good = [(i, p) for i, p in enumerate(packets) if len(p) >= 40 and p[0] >> 4 == 6]
+    status, sent = run_tx(plane, packets, FakeClock(t + 0.5, step), path)
+    assert status == ayiya_dp.EMPTY
+    good = [(i, p) for i, p in enumerate(packets) if len(p) >= 40 and p[0] >> 4 == 6 and len(p) <= 1500]
     assert len(sent) == len(good)
     assert plane.tx_packets == len(good) and plane.tx_bytes == sum(len(p) for _, p in good)
-    bad = len(packets) - len(good)
-    assert plane.counters()["drops"] == ({"not IPv6 (from TUN)": bad} if bad else {})
+    drops = {}
+    for p in packets:
+        if len(p) > 1500:
+            drops["packet bigger than the tunnel MTU"] = drops.get("packet bigger than the tunnel MTU", 0) + 1
+        elif len(p) < 40 or p[0] >> 4 != 6:
+            drops["not IPv6 (from TUN)"] = drops.get("not IPv6 (from TUN)", 0) + 1
+    assert plane.counters()["drops"] == drops
     # the clock is read once per batch of BATCH reads: every datagram carries the epoch
     # of its batch and is byte-identical to the core's encoding with that epoch
     for d, (i, p) in zip(sent, good):
@@ -201,30 +278,24 @@ def test_tx_drain_equals_core_seal(packets, t, step):
         assert pop_verify(d) == (1, 41, epoch, p)
 
 
-def test_tx_send_errors_counted_not_fatal():
+@pytest.mark.parametrize("path", PATHS)
+def test_tx_send_errors_counted_not_fatal(path):
     plane = make_plane()
-    plane._sock = FakeSock(fail=errno.ECONNREFUSED)
-    queue = [ipv6_packet(10), ipv6_packet(20)]
-
-    def readv(fd, bufs):
-        if not queue:
-            raise BlockingIOError(errno.EAGAIN, "empty")
-        p = queue.pop(0)
-        bufs[0][:len(p)] = p
-        return len(p)
-
-    buf = bytearray(ayiya_dp.BUFSIZE)
-    mv = memoryview(buf)
-    assert plane._tx_drain(-1, buf, mv, [mv[HDR:]], readv=readv, clock=FakeClock(T0)) == ayiya_dp.EMPTY
-    assert plane.tx_packets == 0
+    status, sent = run_tx(plane, [ipv6_packet(10), ipv6_packet(20)], FakeClock(T0), path,
+                          fail=errno.ECONNREFUSED)
+    assert status == ayiya_dp.EMPTY and sent == []
+    assert plane.tx_packets == 0 and plane.tx_bytes == 0
     assert plane.counters()["drops"] == {"tunnel server port unreachable (ICMP)": 2}
 
 
-def expected_rx(datagrams, wall, max_skew=120):
+def expected_rx(datagrams, wall, max_skew=120, cap=1500):
     """What the core says should happen to each datagram: ('deliver', payload),
     ('drop', code), ('echo', payload), ('echo+deliver', payload), ('control', None)."""
     out = []
     for d in datagrams:
+        if len(d) > HDR + cap:
+            out.append(("drop", "datagram bigger than the tunnel MTU"))
+            continue
         try:
             op, nh, payload, _ = ayiya.ayiya_decode(d, KEY, wall, max_skew, POP_ID)
         except ayiya.AyiyaError as e:
@@ -257,9 +328,9 @@ def mutate(d, how, pos, val):
 @st.composite
 def rx_datagrams(draw):
     """Mostly authentic forwards, plus control opcodes, wrong keys, foreign identities,
-    skewed times, and mutations of all of them."""
+    skewed times, oversize, and mutations of all of them."""
     kind = draw(st.sampled_from(["fwd", "fwd", "fwd", "ctl", "badkey", "foreign", "skew", "junk",
-                                 "nh"]))
+                                 "nh", "big"]))
     payload = ipv6_packet(draw(st.integers(0, 300)), draw(st.binary(min_size=1, max_size=2)))
     epoch = T0 + draw(st.integers(-3, 3))
     if kind == "junk":
@@ -275,22 +346,22 @@ def rx_datagrams(draw):
         d = pop_sign(1, 41, payload, T0 + draw(st.sampled_from([-121, 121, -120, 120, 2**31, -2**31])))
     elif kind == "nh":
         d = pop_sign(1, draw(st.sampled_from([4, 59, 0])), payload, epoch)
+    elif kind == "big":  # around the 1500-byte inner limit (and past the buffers)
+        d = pop_sign(1, 41, ipv6_packet(draw(st.sampled_from([1459, 1460, 1461, 1600, 3000]))), epoch)
     else:
         d = pop_sign(1, 41, payload, epoch)
     how = draw(st.sampled_from(["none", "none", "none", "flip", "truncate", "byte"]))
     return mutate(d, how, draw(st.integers(0, 400)), draw(st.integers(0, 255)))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(rx_datagrams(), max_size=2 * ayiya_dp.BATCH + 3))
-def test_rx_drain_equals_core_decode(datagrams):
+@pytest.mark.parametrize("path", PATHS)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(datagrams=st.lists(rx_datagrams(), max_size=2 * ayiya_dp.BATCH + 3))
+def test_rx_drain_equals_core_decode(path, datagrams):
     controls = []
     plane = make_plane(on_control=controls.append)
-    sock = plane._sock = FakeSock(datagrams)
-    written = []
-    buf = bytearray(ayiya_dp.BUFSIZE)
-    assert plane._rx_drain(sock, -1, buf, memoryview(buf), write=lambda fd, b: written.append(bytes(b)),
-                           clock=FakeClock(T0 + 0.25)) == ayiya_dp.EMPTY
+    status, written, sock = run_rx(plane, datagrams, FakeClock(T0 + 0.25), path)
+    assert status == ayiya_dp.EMPTY
     exp = expected_rx(datagrams, T0 + 0.25)
     delivered = [p for k, p in exp if k in ("deliver", "echo+deliver")]
     assert written == delivered
@@ -311,7 +382,8 @@ def test_rx_drain_equals_core_decode(datagrams):
     assert c["control_rx"] == len(controls) + len(echoes)
 
 
-def test_rx_fast_path_epoch_cache_and_window():
+@pytest.mark.parametrize("path", PATHS)
+def test_rx_fast_path_epoch_cache_and_window(path):
     """The cached SHA-1 state per epoch must never accept a datagram signed for a
     different epoch, and the window edges are the core's (±max_skew inclusive)."""
     plane = make_plane(max_skew=120)
@@ -321,25 +393,19 @@ def test_rx_fast_path_epoch_cache_and_window():
     forged = bytearray(good1)
     forged[4:8] = struct.pack("!L", T0 + 1)  # epoch changed, signature of T0 kept
     edge = [pop_sign(1, 41, p, T0 + d) for d in (-120, 120, -121, 121)]
-    sock = plane._sock = FakeSock([good1, bytes(forged), good2, bytes(forged), good1] + edge)
-    written = []
-    buf = bytearray(ayiya_dp.BUFSIZE)
-    plane._rx_drain(sock, -1, buf, memoryview(buf), write=lambda fd, b: written.append(bytes(b)),
-                    clock=FakeClock(T0))
+    _, written, _ = run_rx(plane, [good1, bytes(forged), good2, bytes(forged), good1] + edge,
+                           FakeClock(T0), path)
     assert len(written) == 5
     assert plane.counters()["drops"] == {"bad signature": 2, "stale timestamp": 2}
     assert plane.peer_skew == 121
 
 
-def test_rx_socket_errors_counted_not_fatal():
+@pytest.mark.parametrize("path", PATHS)
+def test_rx_socket_errors_and_batches(path):
     plane = make_plane()
     good = pop_sign(1, 41, ipv6_packet(8), T0)
-    sock = plane._sock = FakeSock([errno.ECONNREFUSED, good])
-    written = []
-    buf = bytearray(ayiya_dp.BUFSIZE)
-    assert plane._rx_drain(sock, -1, buf, memoryview(buf), write=lambda fd, b: written.append(1),
-                           clock=FakeClock(T0)) == ayiya_dp.EMPTY
-    assert written == [1]
+    status, written, _ = run_rx(plane, [errno.ECONNREFUSED, good], FakeClock(T0), path)
+    assert status == ayiya_dp.EMPTY and len(written) == 1
     assert plane.counters()["drops"] == {"tunnel server port unreachable (ICMP)": 1}
 
     # a broken on_control handler is counted and does not stop forwarding
@@ -347,11 +413,15 @@ def test_rx_socket_errors_counted_not_fatal():
         raise RuntimeError("x")
 
     plane = make_plane(on_control=boom)
-    sock = plane._sock = FakeSock([pop_sign(0, 59, b"", T0), good])
-    written = []
-    plane._rx_drain(sock, -1, buf, memoryview(buf), write=lambda fd, b: written.append(1),
-                    clock=FakeClock(T0))
-    assert written == [1] and plane.counters()["drops"] == {"control handler error": 1}
+    _, written, _ = run_rx(plane, [pop_sign(0, 59, b"", T0), good], FakeClock(T0), path)
+    assert len(written) == 1 and plane.counters()["drops"] == {"control handler error": 1}
+
+    # a bounded drain (one thread serving both directions) stops after its batches
+    plane = make_plane()
+    status, written, sock = run_rx(plane, [good] * (2 * ayiya_dp.BATCH + 1), FakeClock(T0), path,
+                                   batches=1)
+    assert status == ayiya_dp.MORE and len(written) == ayiya_dp.BATCH
+    assert len(sock.incoming) == ayiya_dp.BATCH + 1
 
 
 # -- in namespaces -----------------------------------------------------------------------
@@ -474,7 +544,8 @@ def _open_fds():
 
 
 @pytest.mark.lab
-def test_ping_through_ayiya_tunnel(two_ns):
+@pytest.mark.parametrize("path", PATHS)
+def test_ping_through_ayiya_tunnel(two_ns, path):
     a, b = two_ns
     pop = Pop(b)
     nl = Netlink(netns=a)
@@ -482,7 +553,8 @@ def test_ping_through_ayiya_tunnel(two_ns):
     fds_before = _open_fds()
     threads_before = set(threading.enumerate())
     plane = UserspaceAyiya("cptay0", A_IP, B_IP, CLIENT6, POP6, PASSWORD, mtu=1280, netlink=nl,
-                           netns=a, on_control=controls.append)
+                           netns=a, on_control=controls.append, batch_io=(path == "mmsg"))
+    assert plane.batch_io == (path == "mmsg")
     try:
         plane.open()
         assert plane.ifname == "cptay0"

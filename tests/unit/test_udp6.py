@@ -320,6 +320,60 @@ def test_replace_socket_and_icmp_errors(two_ns, batch, threads):
 
 
 @pytest.mark.lab
+@pytest.mark.parametrize("batch,threads", PATHS)
+def test_replace_socket_under_load(two_ns, batch, threads):
+    """Sessions replaced again and again while echo requests stream in (and the kernel's
+    replies stream out): traffic keeps flowing, nothing dies, nothing leaks."""
+    a, b = two_ns
+    fds0 = _open_fds()
+    flood = in_netns(b, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    flood.bind((B_IP, BPORT))
+    flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the replies just overflow
+    sock = client_socket(a)
+    port = [sock.getsockname()[1]]
+    plane, nl = _setup_plane(a, sock, batch, threads)
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+
+    req = bytes(IPv6(src=PEER6, dst=TUN_ADDR) / ICMPv6EchoRequest(data=b"z" * 16))
+    stop = []
+
+    def run():
+        deadline = time.monotonic() + 5.0
+        for _ in range(200000):  # bounded in count and time
+            if stop or time.monotonic() > deadline:
+                break
+            try:
+                flood.sendto(req, (A_IP, port[0]))
+            except OSError:
+                pass
+
+    t = threading.Thread(target=run, daemon=True)
+    try:
+        t.start()
+        seen = []
+        for _ in range(12):
+            time.sleep(0.05)
+            seen.append(plane.counters()["rx_packets"])
+            s = client_socket(a)
+            plane.replace_socket(s)
+            port[0] = s.getsockname()[1]
+        time.sleep(0.1)
+        c = plane.counters()
+        stop.append(1)
+        t.join(6)
+        assert "error" not in c, c
+        assert len(set(seen)) == len(seen)  # it kept moving through every hand-over
+        assert c["rx_packets"] > 100 and c["tx_packets"] > 100, c
+    finally:
+        stop.append(1)
+        plane.close()
+        nl.close()
+        flood.close()
+    assert _threads_gone() and _tun_gone(a, "cptu6")
+    assert _wait(lambda: _open_fds() == fds0)
+
+
+@pytest.mark.lab
 @pytest.mark.parametrize("batch,threads", PATHS2)
 def test_tx_drops_non_ipv6_and_no_route(two_ns, batch, threads):
     a, _b = two_ns
