@@ -3,10 +3,11 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
-APT_PKGS := iproute2 nftables iputils-ping tcpdump radvd ndisc6 kmod openssl procps conntrack nodejs
+APT_PKGS := iproute2 nftables iputils-ping tcpdump radvd ndisc6 kmod openssl procps conntrack nodejs \
+	user-mode-linux gcc libc6-dev
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test test-unit test-micropython test-e2e lint mpy-check demo bench ipk screenshots clean
+.PHONY: all deps venv test test-unit test-micropython test-e2e lint mpy-check demo bench ipk screenshots test-kernel clean
 
 all: test
 
@@ -55,6 +56,11 @@ demo: deps venv
 bench: deps venv
 	$(PY) bench/startup.py
 	$(PY) bench/reconverge.py
+	$(PY) bench/kernel_vs_userspace.py
+
+# The kernel data plane (sit, ip6tnl) inside User-Mode Linux (also part of make test).
+test-kernel: deps venv
+	$(PY) -m pytest -q tests/unit/test_kernel_path.py
 
 # An installable OpenWrt package (.ipk), built without the OpenWrt SDK.
 ipk:

@@ -465,8 +465,10 @@ class Netlink:
             name = "cpts%08x" % random.getrandbits(32)
             try:
                 self._ipr.link("add", ifname=name, kind="sit")
-            except self._NetlinkError:
-                self._sit = False
+            except self._NetlinkError as exc:
+                # An endpoint-less sit duplicates the kernel's own sit0 (EEXIST): the
+                # kind is there. A kernel without sit answers "unknown device type".
+                self._sit = exc.code == errno.EEXIST
             except Exception:  # pyroute2 refusing the kind on its side
                 self._sit = False
             else:
@@ -540,8 +542,8 @@ class Netlink:
             name = "cpti%08x" % random.getrandbits(32)
             try:
                 self._ipr.link("add", ifname=name, kind="ip6tnl")
-            except self._NetlinkError:
-                self._ip6tnl = False
+            except self._NetlinkError as exc:
+                self._ip6tnl = exc.code == errno.EEXIST  # duplicates ip6tnl0: the kind is there
             except Exception:  # pyroute2 refusing the kind on its side
                 self._ip6tnl = False
             else:

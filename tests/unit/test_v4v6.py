@@ -11,12 +11,9 @@
 
 import os
 import select
-import shutil
 import socket
 import struct
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 
@@ -534,111 +531,3 @@ def test_ip6tnl_requests_encoding():
 # ------------------------------------------------------------- the real ip6tnl, under UML
 # Modelled on test_sixin4.py::test_kernel_sit_under_uml. It skips where User-Mode Linux
 # cannot start (as on the host this was written on, so it has not been seen to run).
-
-UML = shutil.which("linux.uml")
-
-UML_INIT = r"""#!/bin/sh
-echo started > @OUT@.started
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t tmpfs tmp /run
-M=$(ls -d /usr/lib/uml/modules/*/kernel | head -1)
-for m in lib/crc-ccitt net/ipv6/ipv6 net/ipv6/tunnel6 net/ipv6/ip6_tunnel drivers/net/veth; do
-  insmod $M/$m.ko 2>/dev/null
-done
-cd @ROOT@
-@PY@ @SCRIPT@ > @OUT@.log 2>&1
-echo $? > @OUT@
-poweroff -f
-"""
-
-UML_SCRIPT = r"""
-import subprocess, sys
-sys.path.insert(0, @ROOT@)
-from cpe_tunnel.adapters.netlink import Netlink
-from cpe_tunnel.adapters.v4v6 import KernelV4v6, choose_v4v6
-
-def sh(*a):
-    subprocess.run(a, check=True)
-
-def ip(ns, *a):
-    return subprocess.run(("ip", "-n", ns) + a, check=True, capture_output=True, text=True).stdout
-
-sh("ip", "netns", "add", "a"); sh("ip", "netns", "add", "b")
-sh("ip", "-n", "a", "link", "add", "wan", "type", "veth", "peer", "name", "pop", "netns", "b")
-for ns, dev, addrs in (("a", "wan", ("2001:db8:f::1", "2001:db8:f::11")),
-                       ("b", "pop", ("2001:db8:f::2", "2001:db8:f::3"))):
-    sh("ip", "-n", ns, "link", "set", "lo", "up"); sh("ip", "-n", ns, "link", "set", dev, "up")
-    for x in addrs:
-        sh("ip", "-n", ns, "addr", "add", x + "/64", "dev", dev, "nodad")
-# the peer: an ip6tnl link made with iproute2, independent of our code
-sh("ip", "-n", "b", "link", "add", "t", "type", "ip6tnl", "mode", "ipip6", "local", "2001:db8:f::2",
-   "remote", "2001:db8:f::1")
-sh("ip", "-n", "b", "link", "set", "t", "up")
-sh("ip", "-n", "b", "addr", "add", "198.51.100.2/24", "dev", "t")
-
-nl = Netlink(netns="a")
-assert nl.ip6tnl_supported() is True
-assert "cpti" not in ip("a", "link", "show")
-assert choose_v4v6("auto", nl) == "kernel"
-p = KernelV4v6(nl, "cpt4in6", "2001:db8:f::1", "2001:db8:f::2", mtu=1400, ttl=61)
-p.open()
-sh("ip", "-n", "a", "addr", "add", "198.51.100.1/24", "dev", "cpt4in6")
-out = ip("a", "-d", "link", "show", "cpt4in6")
-print(out)
-assert "ipip6" in out and "remote 2001:db8:f::2" in out and "local 2001:db8:f::1" in out, out
-assert "hoplimit 61" in out and "mtu 1400" in out, out
-r = subprocess.run(["ip", "netns", "exec", "a", "ping", "-4", "-c", "2", "-W", "2", "198.51.100.2"])
-assert r.returncode == 0
-c = p.counters()
-assert c["tx_packets"] >= 2 and c["rx_packets"] >= 2, c
-idx = nl.link_index("cpt4in6")
-sh("ip", "-n", "b", "link", "set", "t", "type", "ip6tnl", "mode", "ipip6", "local", "2001:db8:f::3",
-   "remote", "2001:db8:f::11")
-p.set_endpoints("2001:db8:f::11", "2001:db8:f::3")
-out = ip("a", "-d", "link", "show", "cpt4in6")
-print(out)
-assert nl.link_index("cpt4in6") == idx
-assert "remote 2001:db8:f::3" in out and "local 2001:db8:f::11" in out and "hoplimit 61" in out, out
-assert "ipip6" in out, out
-r = subprocess.run(["ip", "netns", "exec", "a", "ping", "-4", "-c", "2", "-W", "2", "198.51.100.2"])
-assert r.returncode == 0
-p.close()
-assert not nl.link_exists("cpt4in6")
-nl.close()
-print("UML-OK")
-"""
-
-
-@pytest.mark.lab
-@pytest.mark.skipif(UML is None, reason="user-mode-linux is not installed")
-def test_kernel_ip6tnl_under_uml():
-    if not os.path.isdir("/usr/lib/uml/modules"):
-        pytest.skip("no UML modules")
-    d = tempfile.mkdtemp(prefix="cpt-uml-")
-    try:
-        out = os.path.join(d, "status")
-        script = os.path.join(d, "t.py")
-        init = os.path.join(d, "init.sh")
-        with open(script, "w") as f:
-            f.write(UML_SCRIPT.replace("@ROOT@", repr(ROOT)))
-        with open(init, "w") as f:
-            f.write(UML_INIT.replace("@ROOT@", ROOT).replace("@PY@", sys.executable)
-                    .replace("@SCRIPT@", script).replace("@OUT@", out))
-        os.chmod(init, 0o755)
-        subprocess.run([UML, "mem=512M", "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "rw",
-                        "init=" + init, "con=null", "con0=fd:0,fd:1"], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=90)
-        if not os.path.exists(out + ".started"):
-            pytest.skip("User-Mode Linux cannot run userspace on this host")
-        log = "(no log)"
-        if os.path.exists(out + ".log"):
-            with open(out + ".log") as f:
-                log = f.read()
-        assert os.path.exists(out), "UML did not finish: " + log
-        with open(out) as f:
-            assert f.read().strip() == "0", log
-        assert "UML-OK" in log
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
