@@ -15,7 +15,7 @@ from scapy.utils import rdpcap
 
 from cpe_tunnel.core import addr, ayiya, heartbeat
 
-CAPTURES = os.environ.get("CPE_CAPTURES", "/work/shared/captures")
+from tests.captures import CAPTURES  # noqa: E402
 AYIYA_PCAP = os.path.join(CAPTURES, "aiccu-ayiya.pcap")
 PROBE_PCAP = os.path.join(CAPTURES, "sixxsd_probe.pcap")
 KEY = ayiya.password_hash("ayiyasecret123")

@@ -39,7 +39,7 @@ from tests.sixxs_pop.dataplane import Dataplane
 from tests.sixxs_pop.state import PopState
 from tests.sixxs_pop.tic import TicSession
 
-CAPTURES = os.environ.get("CPE_CAPTURES", "/work/shared/captures")
+from tests.captures import CAPTURES  # noqa: E402
 AYIYA_PCAP = os.path.join(CAPTURES, "aiccu-ayiya.pcap")
 PROBE_PCAP = os.path.join(CAPTURES, "sixxsd_probe.pcap")
 have_captures = pytest.mark.skipif(

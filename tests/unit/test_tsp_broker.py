@@ -41,7 +41,9 @@ from tests.tsp_broker.registry import DataTables, Registry
 from tests.tsp_broker.transport import TcpStream, UdpControl
 from tests.tsp_broker.wire import WireError, decode_udp_message, parse_tunnel_xml, split_stream
 
-PCAP = "/work/shared/captures/gogoc-tsps.pcap"
+from tests.captures import CAPTURES  # noqa: E402
+
+PCAP = os.path.join(CAPTURES, "gogoc-tsps.pcap")
 PASSWORDS = ("wonderland", "bob-secret-7")
 
 

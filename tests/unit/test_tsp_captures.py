@@ -10,7 +10,9 @@ from test_tsp import CAPTURE
 
 from cpe_tunnel.core import sasl, tsp
 
-PCAP = "/work/shared/captures/gogoc-tsps.pcap"
+from tests.captures import CAPTURES  # noqa: E402
+
+PCAP = os.path.join(CAPTURES, "gogoc-tsps.pcap")
 BROKER = "192.0.2.1"
 
 pytestmark = pytest.mark.skipif(not os.path.exists(PCAP), reason="capture not present")
