@@ -8,9 +8,9 @@ Namespaces (documentation addresses only):
                                  TUN 2001:db8:1::2                     TUN 2001:db8:1::1
 
 - client: UserspaceUdp6 in its own process (`ip netns exec … taskset -c 0 python`), over a
-  UDP socket 192.0.2.1:40000 connected to 192.0.2.2:3653; IPv6 forwarding on. Pinned to
-  one CPU, the plane runs both directions in one thread (threads=None; --threads 2 to
-  compare).
+  UDP socket 192.0.2.1:40000 connected to 192.0.2.2:3653; IPv6 forwarding on. The
+  plane's defaults (batched system calls, a thread per direction); --threads 1 runs both
+  directions in one thread.
 - broker: a C relay (TUN <-> the same UDP 5-tuple, one blocking thread per direction) —
   an independent peer; frozen with SIGSTOP while the client is measured alone.
 - Load: a C `sendmmsg` generator compiled with gcc at bench time, on the other core
@@ -34,7 +34,7 @@ Namespaces (documentation addresses only):
   what arrives at the receiver and the loss.
 
     .venv/bin/python bench/v6udpv4.py [--runs 3] [--seconds 2] [--sizes 64,1232]
-        [--no-e2e] [--e2e-rates 20000,100000] [--threads auto|1|2]
+        [--no-e2e] [--e2e-rates 20000,100000] [--threads 1|2]
         [--impl module:Class | path.py:Class]
 
 --impl runs another plane class with the same constructor (to compare loop variants).
@@ -285,7 +285,7 @@ controls = []
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.bind((sys.argv[3], int(sys.argv[4])))
 sock.connect((sys.argv[5], int(sys.argv[6])))
-kw = {} if sys.argv[8] == "auto" else {"threads": int(sys.argv[8])}
+kw = {} if sys.argv[8] == "default" else {"threads": int(sys.argv[8])}
 plane = getattr(mod, cls)(sys.argv[7], sock, mtu=1280, on_control=controls.append, **kw)
 plane.open()
 print("ready", plane.ifname, flush=True)
@@ -432,7 +432,7 @@ class Bench:
     def start_client(self):
         a = self.ns["a"]
         self.client = self.popen("a", [sys.executable, "-c", CLIENT, ROOT, self.args.impl, A_IP, str(CPORT),
-                                       B_IP, str(BPORT), "cpt6u", getattr(self.args, "threads", "auto")],
+                                       B_IP, str(BPORT), "cpt6u", getattr(self.args, "threads", "default")],
                                  cpu=CLIENT_CPU, stdin=subprocess.PIPE)
         name = self.expect_ready(self.client)[1]
         ipn(a, "link", "set", name, "up")
@@ -614,8 +614,8 @@ def main():
     ap.add_argument("--e2e-rates", default="20000,100000",
                     help="paced end-to-end rates, packets/s, comma-separated (flat out is always run)")
     ap.add_argument("--impl", default="cpe_tunnel.adapters.udp6:UserspaceUdp6")
-    ap.add_argument("--threads", choices=("auto", "1", "2"), default="auto",
-                    help="forwarding threads of the plane (auto: 1 when pinned to one CPU, as here)")
+    ap.add_argument("--threads", choices=("default", "1", "2"), default="default",
+                    help="forwarding threads of the plane (default: the plane's own, 2)")
     args = ap.parse_args()
     args.seconds = min(args.seconds, MAX_SECONDS)
     args.runs = max(1, min(args.runs, 15))
@@ -626,8 +626,11 @@ def main():
             sys.exit("needs %s" % tool)
     if not args.impl.split(":")[0].endswith(".py"):
         importlib.import_module(args.impl.split(":")[0])  # fail early on a typo
-    print("v6udpv4 userspace data plane: %s; python %s; %d CPUs; client on CPU %s, load on CPU %s"
-          % (args.impl, sys.version.split()[0], os.cpu_count(), CLIENT_CPU, GEN_CPU), flush=True)
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    print("v6udpv4 userspace data plane: %s (threads: %s); python %s; %d CPUs; client on CPU %s, load on "
+          "CPU %s; load average %s" % (args.impl, args.threads, sys.version.split()[0], os.cpu_count(),
+                                       CLIENT_CPU, GEN_CPU, load), flush=True)
     bench = Bench(args)
     try:
         bench.run()

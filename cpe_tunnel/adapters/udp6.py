@@ -22,10 +22,9 @@
 # - Two "pumps", TUN -> socket and socket -> TUN. Each call moves up to BATCH packets from
 #   a non-blocking fd and says whether the fd ran dry; a forwarding thread sleeps in
 #   poll() only when all its pumps ran dry (never a poll per packet under load).
-# - One thread runs both pumps when the process may use a single CPU (a one-core router,
-#   or the benchmark's taskset): no GIL hand-over between threads, measured faster with
-#   both directions loaded. Otherwise one thread per pump, so that the kernel work of the
-#   two directions (most of the cost) can proceed on two cores.
+# - One thread per pump by default, so that the kernel work of the two directions (most
+#   of the cost) can proceed on two cores; threads=1 runs both pumps in one thread (no
+#   GIL hand-over; on one core it measured the same as two threads, within noise).
 # - Where ctypes and sendmmsg/recvmmsg exist, datagrams move in batches of up to BATCH
 #   per system call (the TUN still needs one read or write per packet), else socket
 #   send()/recv_into(). TUN reads use FileIO.readinto (None when empty: no exception).
@@ -47,8 +46,7 @@ import time
 
 from cpe_tunnel.adapters.tun import open_tun
 
-__all__ = ["BATCH", "CONTROL", "DROP_REASONS", "TunSocketPlane", "UserspaceUdp6", "classify_datagram",
-           "single_cpu"]
+__all__ = ["BATCH", "CONTROL", "DROP_REASONS", "TunSocketPlane", "UserspaceUdp6", "classify_datagram"]
 
 BUFSIZE = 65536
 BATCH = 32  # packets per pump call (and per sendmmsg/recvmmsg)
@@ -197,28 +195,20 @@ class _Stop(Exception):
     """Raised inside a pump when its thread must end (the TUN was closed under it)."""
 
 
-def single_cpu():
-    """True when this process may run on one CPU only (affinity or a one-core box)."""
-    try:
-        return len(os.sched_getaffinity(0)) <= 1
-    except (AttributeError, OSError):
-        return (os.cpu_count() or 1) <= 1
-
-
 class TunSocketPlane:
     """What the userspace planes here share: a TUN device, a socket the plane owns, two
     pumps (tx: TUN -> socket, rx: socket -> TUN) run by one or two forwarding threads,
     each thread with its own dup() of the socket and a control pipe; counters; prompt
-    close(). Subclasses provide _new_socket() and _pumps(sock) -> (tx, rx).
+    close(). Subclasses provide _new_socket() and _pumps(tx_sock, rx_sock) -> (tx, rx).
 
-    threads: 1, 2, or None = 1 when single_cpu() else 2 (see the module comment)."""
+    threads: 2 (one per direction) or 1 (both directions in one thread)."""
 
     kind = "userspace"
     thread_tag = "plane"
 
-    def __init__(self, ifname, mtu, netlink=None, netns=None, threads=None):
-        if threads not in (None, 1, 2):
-            raise ValueError("threads must be 1, 2 or None (automatic)")
+    def __init__(self, ifname, mtu, netlink=None, netns=None, threads=2):
+        if threads not in (1, 2):
+            raise ValueError("threads must be 1 or 2")
         self.ifname = ifname
         self.mtu = mtu
         self.netlink = netlink
@@ -263,7 +253,7 @@ class TunSocketPlane:
         try:
             if self._sock is None:
                 self._sock = self._new_socket()
-            n = self.threads or (1 if single_cpu() else 2)
+            n = self.threads
             for i in range(n):
                 r, w = os.pipe()
                 os.set_blocking(r, False)
@@ -759,14 +749,14 @@ class UserspaceUdp6(TunSocketPlane):
     netns: create the TUN there (the socket stays wherever it was made).
     on_control(bytes): gets each TSP control datagram (called from a forwarding thread;
     must not block). batch: False forces plain send()/recv_into() even where sendmmsg
-    and recvmmsg are available (the default uses them when present). threads: 1, 2 or
-    None (automatic: 1 when the process may use one CPU only).
+    and recvmmsg are available (the default uses them when present). threads: 2 (one
+    per direction) or 1 (both in one thread).
     After close() the plane cannot be opened again (its socket is gone)."""
 
     thread_tag = "udp6"
 
     def __init__(self, ifname, sock, mtu=1280, netlink=None, netns=None, on_control=None, batch=True,
-                 threads=None):
+                 threads=2):
         _check_socket(sock)
         mtu = int(mtu)
         if not 1280 <= mtu <= 65535:

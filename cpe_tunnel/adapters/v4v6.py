@@ -202,11 +202,11 @@ class UserspaceV4v6(TunSocketPlane):
     local6: our IPv6 WAN address (None: routing picks it); remote6: the broker's.
     ttl: outer hop limit (0 = inherit: sent as 64). netlink: used to bring the TUN up
     (optional). netns: create the TUN and the socket in that network namespace.
-    threads: as for udp6.TunSocketPlane (1, 2 or None = automatic)."""
+    threads: 2 (one per direction) or 1, as for udp6.TunSocketPlane."""
 
     thread_tag = "4in6"
 
-    def __init__(self, ifname, local6, remote6, mtu=1280, ttl=64, netlink=None, netns=None, threads=None):
+    def __init__(self, ifname, local6, remote6, mtu=1280, ttl=64, netlink=None, netns=None, threads=2):
         if local6 is not None:
             _ip6(local6, "local endpoint")
         _ip6(remote6, "remote endpoint")

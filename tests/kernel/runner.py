@@ -144,6 +144,9 @@ O=/run/work/out
 echo "$up" > $O/started
 mount -t sysfs sys /sys
 mount -t tmpfs -o mode=1777 tmp /tmp
+# A checkout (or venv) under /tmp or /run, which the guest covers with its own tmpfs
+# (a CI clone may live there): show the host's directory at the same path again.
+for d in @HOSTDIRS@; do mkdir -p "$d" && mount -t hostfs -o "$d" hostfs "$d"; done
 # the kernel mounts devtmpfs on /dev itself (CONFIG_DEVTMPFS_MOUNT); else a tmpfs
 grep -q '^[^ ]* /dev devtmpfs' /proc/mounts || mount -t devtmpfs dev /dev ||
   mount -t tmpfs -o mode=755 dev /dev
@@ -311,7 +314,11 @@ def run(argv, timeout=180, mem="1024M", modules=MODULES, env=None, cwd=ROOT, fpu
     genv["PYTHONDONTWRITEBYTECODE"] = "1"
     genv.update(env or {})
     init = INIT
-    for key, val in (("@WORK@", _sq(work)), ("@MODULES_BASE@", MODULES_BASE),
+    hostdirs = []
+    for d in (os.path.realpath(cwd), os.path.realpath(ROOT), os.path.dirname(os.path.dirname(sys.executable))):
+        if d.startswith(("/tmp/", "/run/")) and not any(d == h or d.startswith(h + "/") for h in hostdirs):
+            hostdirs.append(d)
+    for key, val in (("@HOSTDIRS@", " ".join(_sq(d) for d in hostdirs)), ("@WORK@", _sq(work)), ("@MODULES_BASE@", MODULES_BASE),
                      ("@MODULES@", " ".join(modules)), ("@CWD@", _sq(cwd)),
                      ("@TIMEOUT@", str(int(timeout))), ("@CMD@", " ".join(_sq(a) for a in argv)),
                      ("@ENV@", " ".join("%s=%s" % (k, _sq(v)) for k, v in sorted(genv.items())))):

@@ -151,3 +151,65 @@ def test_auto_picks_the_kernel_and_tsp_v6v4_runs_on_sit(umllab):
         d.cleanup()
     assert rc == 0, log[-3000:]
     assert sit_details(lab, st["ifname"])[0] is None, "the sit device outlived the daemon"
+
+
+def test_tic_heartbeat_tunnel_on_a_real_sit_follows_wan_change(umllab):
+    """SixXS mode ('tic'), tunnel T3740 of the reference PoP (6in4-heartbeat): TIC over
+    STARTTLS, the 6in4 part on the kernel's sit; a WAN change sends a heartbeat at once
+    (the PoP moves the endpoint) and gives the same sit device its new local address."""
+    from tests.sixxs_pop import example_config, start_pop
+
+    lab = umllab
+    assert leftovers(lab) == []
+    pop = start_pop(lab, example_config())
+    t = {"mode": "tic", "server": ["203.0.113.18"], "username": "CPE1-SIXXS", "password": "tic-secret-1",
+         "tunnelid": "T3740", "ip6prefix": ["2001:db8:2f02::/48"], "keepalive_interval": 2, "tic_tls": "require",
+         "ca_file": pop.ca_file, "dataplane": "kernel"}
+    d = harness.Daemon(lab, mode="tic", prefix="2001:db8:2f02::/48", tunnel_extra=t)
+    # the TIC cache goes to the run directory, not the system's /var/run
+    d.write_config(open(d.path).read().replace("config globals 'main'",
+                                               "config globals 'main'\n\toption state_dir '%s'" % d.dir))
+    d.start()
+    try:
+        st = d.wait_status(kernel_up(lambda s: s["state"] == "up" and s["lans"] and s["lans"][0]["prefix"]),
+                           timeout=40, what="SixXS tunnel up with a LAN prefix")
+        assert st["dataplane"] == "kernel"
+        assert st["sixxs"]["type"] == "6in4-heartbeat" and st["sixxs"]["config_from"] == "TIC"
+        assert pop.state()["tic"]["starttls"] >= 1
+        assert pop.tunnel("T3740")["endpoint"] == "192.0.2.2"
+        ifname = st["ifname"]
+        idx, link = sit_details(lab, ifname)
+        assert idx is not None, "no %s link in the cpe namespace" % ifname
+        assert " sit " in link and "remote 203.0.113.18 local 192.0.2.2" in link, link
+        addrs = lab.run("cpe", ["ip", "-6", "-o", "addr", "show", "dev", ifname]).stdout
+        assert "2001:db8:2ff:2::2/64" in addrs, addrs
+
+        lan64 = st["lans"][0]["prefix"]
+        assert ipaddress.IPv6Network(lan64).subnet_of(ipaddress.IPv6Network("2001:db8:2f02::/48"))
+        a = lab.wait_lan_address(lan64, timeout=30)
+        assert a is not None, "no SLAAC address in %s" % lan64
+        reach_v6host(lab, a.address)
+        stats = lab.run("cpe", ["cat", "/sys/class/net/%s/statistics/tx_packets" % ifname]).stdout
+        assert int(stats) > 0
+
+        # WAN renumbered: the heartbeat goes out at once (the PoP's interval is 60 s, so
+        # only that moves the endpoint within the wait) and the same sit is re-pointed
+        moves = pop.tunnel("T3740")["endpoint_moves"]
+        lab.set_wan_address("192.0.2.3/24", "192.0.2.1")
+        pop.wait_until(lambda s: s["tunnels"]["T3740"]["endpoint"] == "192.0.2.3", timeout=15)
+        assert pop.tunnel("T3740")["endpoint_moves"] > moves
+        d.wait_status(lambda s: s["wan"]["local_ipv4"] == "192.0.2.3" and s["state"] == "up", timeout=20,
+                      what="daemon following the new WAN address")
+        idx2, link = sit_details(lab, ifname)
+        assert idx2 == idx, "the sit device was re-created (ifindex %s -> %s)" % (idx, idx2)
+        assert "remote 203.0.113.18 local 192.0.2.3" in link, link
+        reach_v6host(lab, a.address)
+        assert "tic-secret-1" not in d.log() and "hbsecret456" not in d.log()
+    finally:
+        rc = d.stop()
+        log = d.log()
+        d.cleanup()
+    assert rc == 0, log[-3000:]
+    assert sit_details(lab, ifname)[0] is None, "the sit device outlived the daemon"
+    left = leftovers(lab)
+    assert left == [], "left behind after the daemon stopped: %s" % left

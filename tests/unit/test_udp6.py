@@ -34,8 +34,10 @@ _counter = [0]
 
 # (batched system calls?, forwarding threads)
 _NO_MMSG = pytest.mark.skipif(udp6._MMSG is None, reason="no ctypes sendmmsg/recvmmsg here")
-PATHS = [pytest.param(True, 2, id="batch-2threads", marks=_NO_MMSG), pytest.param(False, 1, id="plain-1thread"),
-         pytest.param(True, 1, id="batch-1thread", marks=_NO_MMSG), pytest.param(False, 2, id="plain-2threads")]
+PATHS = [pytest.param(True, 2, id="batch-2threads", marks=_NO_MMSG),
+         pytest.param(False, 1, id="plain-1thread"),
+         pytest.param(True, 1, id="batch-1thread", marks=_NO_MMSG),
+         pytest.param(False, 2, id="plain-2threads")]
 PATHS2 = PATHS[:2]
 
 
@@ -480,6 +482,9 @@ def test_constructor_checks():
             UserspaceUdp6("t", ok, mtu=1279)
         with pytest.raises(ValueError):
             UserspaceUdp6("t", ok, mtu=65536)
+        for bad in (0, 3, None):
+            with pytest.raises(ValueError):
+                UserspaceUdp6("t", ok, threads=bad)
         p = UserspaceUdp6("t", ok, mtu=1280, batch=False)
         assert p.kind == "userspace" and p.batch is False and p.sock is ok
         c = p.counters()
@@ -490,18 +495,6 @@ def test_constructor_checks():
     finally:
         for s in (tcp, unconnected, ok):
             s.close()
-
-
-def test_threads_automatic(monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1})
-    assert udp6.single_cpu() is True
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    assert udp6.single_cpu() is False
-    ok = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    ok.connect(("127.0.0.1", 9))
-    with pytest.raises(ValueError):
-        UserspaceUdp6("t", ok, threads=3)
-    ok.close()
 
 
 def test_classify_datagram_cases():
