@@ -28,7 +28,10 @@ Namespaces (documentation addresses only):
   (1232 -> 1280, the tunnel MTU), the datagram on the WAN SIZE + 48 + 8 (+20 IPv4).
   Mbit/s counts inner IPv6 packets.
 - Each figure: median of --runs windows of --seconds after a --warmup; client CPU % from
-  /proc/PID/stat (utime + stime, all threads; 100 % = one core).
+  /proc/PID/stat (utime + stime, all threads; 100 % = one core). CPU time per packet,
+  and the packets/s it makes on a whole core, is printed too: on a machine shared with
+  other work the client does not get its core to itself, and that figure depends much
+  less than the packet rate on the share it got.
 - End to end (nothing pinned, relay running, counting receivers): the generator in the
   LAN namespace (tx) or the broker namespace (rx), flat out and paced at --e2e-rates;
   what arrives at the receiver and the loss.
@@ -598,10 +601,12 @@ def print_row(r):
     mbit = r["pps"] * (r["size"] + 48) * 8 / 1e6
     parts = "" if len(r["parts"]) == 1 else " (tx %.0f + rx %.0f)" % tuple(r["parts"])
     per = r["cpu"] / 100.0 / r["pps"] * 1e6 if r["pps"] else 0.0
+    cap = 1e6 / per if per else 0.0
+    base = r["base"] or 1.0
     print("alone %-4s %5d B  %9.0f pkt/s [%.0f-%.0f]%s  %7.1f Mbit/s  client CPU %5.1f %% = %.2f us/pkt "
-          "(core %3.0f %% busy)  plain UDP %9.0f pkt/s  ratio %.2f"
-          % (r["dir"], r["size"], r["pps"], r["min"], r["max"], parts, mbit, r["cpu"], per, r["core"],
-             r["base"], r["pps"] / r["base"] if r["base"] else 0), flush=True)
+          "-> %6.0f pkt/s per core  (core %3.0f %% busy)  plain UDP %9.0f pkt/s  ratio %.2f (per core %.2f)"
+          % (r["dir"], r["size"], r["pps"], r["min"], r["max"], parts, mbit, r["cpu"], per, cap, r["core"],
+             r["base"], r["pps"] / base, cap / base), flush=True)
 
 
 def main():

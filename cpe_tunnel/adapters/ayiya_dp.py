@@ -8,26 +8,33 @@
 #   set_endpoints(local, pop)   WAN address change: new local -> a fresh socket bound to
 #                               it; new PoP address -> the socket is re-connected
 #   counters()                  dict(tx_packets, tx_bytes, rx_packets, rx_bytes,
-#                               rx_dropped, drops={reason: n}, last_tx, last_rx, ...)
+#                               rx_dropped, drops={reason: n}, last_tx, last_rx,
+#                               control_tx, control_rx, echo_answered, peer_skew[, error])
 #   send_control(opcode, payload=b'', next_header=59)
 #                               a signed control datagram (beat, echo request, ...) now;
 #                               thread-safe
+#   local_address()             (ip, port) of the socket (None when closed)
 #   close()                     stop the threads, remove the TUN, close everything
+#
+# Byte counters count the inner IPv6 packets; tx/rx_packets count forwarded IPv6 packets
+# only (control datagrams have their own counters). last_tx/last_rx: time.monotonic() of
+# the last datagram sent / the last authentic one received (beats included).
 #
 # Wire format, checks and drop reasons: cpe_tunnel/core/ayiya.py. The forwarding threads
 # use the core's algorithm specialised for speed, which tests/unit/test_ayiya_dp.py
-# checks against the core byte for byte:
+# checks against the core byte for byte and drop reason for drop reason:
 # - TX: the IPv6 packet is read from the TUN straight into a preallocated buffer at
 #   offset 44. Header and identity change only when the second (epoch) does, so they are
 #   written and hashed together with SHA-1(password) once per second; per packet the
-#   saved SHA-1 state is copied, the payload hashed into it, the digest written into the
-#   signature slot and the buffer sent as it is. The bytes equal ayiya_seal()'s.
+#   saved SHA-1 state is copied, the payload hashed into it and the digest written into
+#   the signature slot. The bytes equal ayiya_seal()'s.
 # - RX: a datagram that is a plain forward (opcode 1, next header 41) from the PoP's
 #   identity with an epoch inside the skew window and an IPv6 payload is checked the
 #   same way (the SHA-1 state of header + identity + key is cached per epoch) and its
 #   payload written to the TUN. Everything else - control opcodes, bad signatures, stale
 #   times, junk - goes through the core's ayiya_decode(), which names the drop reason
 #   (AyiyaError.code) that is counted in counters()['drops'].
+# - Inner packets larger than max(mtu, 1500) are dropped and counted (both directions).
 # - Control datagrams from the PoP: echo requests are answered here (echo response with
 #   the same payload, as AICCU does); echo-request-forward is answered and its payload
 #   delivered; every other authentic non-forward datagram (beat/no-op, echo response,
@@ -38,14 +45,18 @@
 # - Time: the epoch is Unix time (time.time()), read once per batch of packets (and
 #   after every wait), not per packet.
 #
-# Threads drain their non-blocking fd until EAGAIN and only then wait in poll() on
-# (fd, stop pipe), so close() stops them promptly; under load there is no poll per
-# packet. Buffers are preallocated; no per-packet logging or allocation beyond the
-# memoryview slices and digests Python needs. Secrets: only SHA-1(password) is kept;
-# it never appears in repr(), counters() or errors.
+# Speed (bench/ayiya.py, bench/README.md): each thread drains its non-blocking fd until
+# EAGAIN and only then waits in poll() on (fd, stop pipe), so close() stops it promptly
+# and under load there is no poll per packet. Where ctypes offers them, a batch of up to
+# BATCH datagrams goes out with one sendmmsg() and comes in with one recvmmsg() into a
+# ring of preallocated buffers (batch_io; else one send / recv_into per packet). The TUN
+# is read with FileIO.readinto (cheaper per call than os.readv). No per-packet logging
+# or allocation beyond the memoryview slices and digests Python needs. Secrets: only
+# SHA-1(password) is kept; it never appears in repr(), counters() or errors.
 
 import errno
 import hashlib
+import io
 import os
 import select
 import socket
@@ -72,7 +83,9 @@ FWD_WORD = (0x41 << 24) | (0x52 << 16) | ((0x10 | ayiya.OP_FORWARD) << 8) | ayiy
 MIN_FWD = HDR + 40  # a forward must carry at least an IPv6 header
 
 _pack_into = struct.pack_into
-_unpack_from = struct.unpack_from
+# the 44-byte header at once: (bytes 0..3, epoch, identity, signature); one precompiled
+# unpack and two bytes comparisons are cheaper than slicing or bytearray.find
+_unpack_head = struct.Struct(">II16s20s").unpack_from
 _RANGE = range(BATCH)
 STOP, EMPTY, MORE = 0, 1, 2  # what a drain call ended with
 
@@ -82,7 +95,7 @@ STOP, EMPTY, MORE = 0, 1, 2  # what a drain call ended with
 # cost of socket.send / recv_into (measured ~1 us of ~6 per packet here). Structures
 # follow the kernel ABI (size_t lengths). Without ctypes or these calls (some minimal
 # Pythons / libcs) the plane falls back to one send / recv_into per packet.
-MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
+MSG_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0x40))  # a plain int, not an IntFlag
 try:
     import ctypes
 
@@ -115,15 +128,15 @@ HAVE_MMSG = _sendmmsg is not None
 
 
 class _Ring:
-    """BATCH packet buffers (bytearrays, so that bytearray.find works on them) with the
-    iovec / mmsghdr arrays pointing at them, for sendmmsg / recvmmsg."""
+    """BATCH packet buffers (bytearrays) and the iovec / mmsghdr arrays pointing at
+    them, for sendmmsg / recvmmsg. One per thread."""
 
     def __init__(self, cap):
         self.cap = cap  # largest IPv6 packet a slot takes
         size = (HDR + cap + 64) & ~63
         self.bufs = [bytearray(size) for _ in range(BATCH)]
         self.mvs = [memoryview(b) for b in self.bufs]
-        self.reads = [[mv[HDR:HDR + cap + 1]] for mv in self.mvs]  # +1: spots oversize
+        self.reads = [mv[HDR:HDR + cap + 1] for mv in self.mvs]  # +1: spots oversize
         self._keep = [(ctypes.c_char * size).from_buffer(b) for b in self.bufs]
         self.iov = (_Iovec * BATCH)()
         self.msgs = (_Mmsghdr * BATCH)()
@@ -165,11 +178,16 @@ def _identity(value, what):
     raise ValueError("%s must be an IPv6 address (text or 16 bytes)" % what)
 
 
+_BATCH_FAILS = (errno.EDESTADDRREQ, errno.ENOTCONN, errno.ENETUNREACH, errno.EHOSTUNREACH,
+                errno.ENETDOWN)
+
+
 def _send_reason(e):
     code = e.errno
     if code == errno.ECONNREFUSED:
         return "tunnel server port unreachable (ICMP)"
-    if code in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN):
+    if code in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EDESTADDRREQ,
+                errno.ENOTCONN):
         return "no route to tunnel server"
     if code == errno.EMSGSIZE:
         return "packet too big for the WAN"
@@ -234,6 +252,8 @@ class UserspaceAyiya:
         self._threads = []
         self._stopping = False
         self._lock = threading.Lock()  # send_control (any thread) and set_endpoints
+        self._unconnected = False  # the socket could not be connected yet (no route)
+        self._connect_tried = 0.0
         # counters: each has exactly one writer (tx thread, rx thread, or under _lock)
         self.tx_packets = self.tx_bytes = 0
         self.rx_packets = self.rx_bytes = 0
@@ -241,7 +261,10 @@ class UserspaceAyiya:
         self.control_tx = 0  # send_control() datagrams sent (under _lock)
         self.control_rx = 0  # authentic control datagrams received (rx thread)
         self.echo_answered = 0  # echo responses sent by the rx thread
-        self.peer_skew = None  # epoch - our time of the last authentic control/stale datagram
+        # epoch - our time of the most recent authentic datagram (stale ones included;
+        # for forwards, the last of a batch): > 0 when the PoP's clock is ahead of ours
+        self.peer_skew = None
+        self._slow_skew = 0  # bumped when the slow path sets peer_skew (rx thread)
         self._ctl_last_tx = None
         self._tx_drops = {}
         self._rx_drops = {}
@@ -271,7 +294,7 @@ class UserspaceAyiya:
                     # FREEBIND: the WAN address may come and go; bind anyway
                     s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
                     s.bind((local, 0))
-                s.connect((remote, self.port))
+                self._unconnected = not self._connect(s, remote)
                 s.setblocking(False)
             except BaseException:
                 s.close()
@@ -279,6 +302,30 @@ class UserspaceAyiya:
             return s
 
         return in_netns(self.netns, make)
+
+    _NO_ROUTE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL)
+
+    def _connect(self, s, remote):
+        """Connect s to the PoP. False (not raised) when there is no route yet (WAN
+        down at start or during a change): sends then fail and are counted as 'no route
+        to tunnel server' and the connect is retried (_retry_connect) until it works."""
+        try:
+            s.connect((remote, self.port))
+            return True
+        except OSError as e:
+            if e.errno in self._NO_ROUTE:
+                return False
+            raise
+
+    def _retry_connect(self):
+        """From the tx thread after a failed send, at most once a second (the
+        daemon's calls to set_endpoints / send_control retry as well)."""
+        now = time.monotonic()
+        if self._unconnected and now - self._connect_tried >= 1.0:
+            self._connect_tried = now
+            with self._lock:
+                if self._unconnected and self._sock is not None:
+                    self._unconnected = not self._connect(self._sock, self.remote)
 
     def open(self):
         if self._tun is not None:
@@ -338,8 +385,8 @@ class UserspaceAyiya:
                     os.write(self._wake_w, b"w")
                 except OSError:
                     pass
-            elif remote != self.remote:
-                self._sock.connect((remote, self.port))
+            elif remote != self.remote or self._unconnected:
+                self._unconnected = not self._connect(self._sock, remote)
             self.local, self.remote = local, remote
 
     def counters(self):
@@ -385,6 +432,8 @@ class UserspaceAyiya:
             sock = self._sock
             if sock is None:
                 raise OSError(errno.ENOTCONN, "the AYIYA data plane is not open")
+            if self._unconnected:
+                self._unconnected = not self._connect(sock, self.remote)
             d = ayiya.ayiya_encode(self._identity, opcode, next_header, payload, time.time(),
                                    self._key)
             try:
@@ -461,20 +510,23 @@ class UserspaceAyiya:
         if e.errno in (errno.EBADF, errno.EBADFD) and self._stopping:
             return False, False
         self._drop(self._tx_drops, _send_reason(e))
+        if self._unconnected:
+            self._retry_connect()
         return False, True
 
     def _tx_loop(self):
         """TUN -> network."""
         fd = self._tun
         stop_r = self._stop_r
+        # FileIO.readinto: a little cheaper per call than os.readv; None when empty
+        readinto = io.FileIO(fd, "rb", closefd=False).readinto
         if self.batch_io:
             ring = _Ring(self.cap)
-            drain = lambda: self._tx_drain_mm(fd, ring)  # noqa: E731
+            drain = lambda: self._tx_drain_mm(readinto, ring)  # noqa: E731
         else:
             buf = bytearray(BUFSIZE)
             mv = memoryview(buf)
-            bufs = [mv[HDR:]]
-            drain = lambda: self._tx_drain(fd, buf, mv, bufs)  # noqa: E731
+            drain = lambda: self._tx_drain(readinto, buf, mv)  # noqa: E731
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         poller.register(stop_r, select.POLLIN)
@@ -485,11 +537,12 @@ class UserspaceAyiya:
                 if rfd == stop_r:
                     return
 
-    def _tx_drain(self, fd, buf, mv, bufs, batches=-1, readv=os.readv, clock=time.time):
+    def _tx_drain(self, readinto, buf, mv, batches=-1, clock=time.time):
         """Forward packets from the TUN until it is empty (EMPTY), `batches` batches of
         BATCH packets were done (MORE; -1: no limit) or the plane stops (STOP, false).
-        readv/clock are parameters for the tests only."""
+        readinto: the TUN's FileIO.readinto (None when empty); clock: for the tests."""
         drops = self._tx_drops
+        rd = mv[HDR:]
         sha1 = hashlib.sha1
         key = self._key
         ident = self._identity
@@ -510,7 +563,9 @@ class UserspaceAyiya:
             cnt = nbytes = 0
             try:
                 for _ in _RANGE:
-                    m = readv(fd, bufs)
+                    m = readinto(rd)
+                    if m is None:
+                        return EMPTY
                     if m < 40 or (buf[HDR] >> 4) != 6 or m > cap:
                         self._drop(drops, "not IPv6 (from TUN)" if m <= cap else
                                    "packet bigger than the tunnel MTU")
@@ -553,13 +608,15 @@ class UserspaceAyiya:
         stop_r = self._stop_r
         wake_r = self._wake_r
         sock = self._sock
+        # FileIO.write: a little cheaper per call than os.write
+        write = io.FileIO(fd, "wb", closefd=False).write
         if self.batch_io:
             ring = _Ring(self.cap)
-            drain = lambda s: self._rx_drain_mm(s, fd, ring)  # noqa: E731
+            drain = lambda s: self._rx_drain_mm(s, write, ring)  # noqa: E731
         else:
             buf = bytearray(BUFSIZE)
             mv = memoryview(buf)
-            drain = lambda s: self._rx_drain(s, fd, buf, mv)  # noqa: E731
+            drain = lambda s: self._rx_drain(s, write, buf, mv)  # noqa: E731
         poller = select.poll()
         poller.register(sock, select.POLLIN)
         poller.register(stop_r, select.POLLIN)
@@ -584,12 +641,11 @@ class UserspaceAyiya:
                         sock = new
                         poller.register(sock, select.POLLIN)
 
-    def _rx_drain(self, sock, fd, buf, mv, batches=-1, write=os.write, clock=time.time):
+    def _rx_drain(self, sock, write, buf, mv, batches=-1, clock=time.time):
         """Take datagrams from sock until it is empty (EMPTY), `batches` batches were
         done (MORE), the socket was swapped (EMPTY: the caller re-polls) or the plane
         stops (STOP). write/clock are parameters for the tests only."""
         recv_into = sock.recv_into
-        find = buf.find
         sha1 = hashlib.sha1
         key = self._key
         peer = self._peer
@@ -603,13 +659,14 @@ class UserspaceAyiya:
             lo = w - skew
             hi = w + skew
             cnt = nbytes = 0
+            slow_skew = self._slow_skew
             try:
                 for _ in _RANGE:
                     n = recv_into(buf)
                     if n >= MIN_FWD:
-                        word, ep = _unpack_from(">II", buf, 0)
-                        if word == FWD_WORD and lo <= ep <= hi and (buf[HDR] >> 4) == 6 and \
-                                find(peer, 8, 24) == 8 and n <= limit:
+                        word, ep, ident, sig = _unpack_head(buf, 0)
+                        if word == FWD_WORD and lo <= ep <= hi and ident == peer and \
+                                (buf[HDR] >> 4) == 6 and n <= limit:
                             if ep != pre_ep:
                                 pre = sha1(mv[:24])
                                 pre.update(key)
@@ -617,9 +674,9 @@ class UserspaceAyiya:
                                 self._rx_pre = pre
                             h = pre.copy()
                             h.update(mv[HDR:n])
-                            if find(h.digest(), 24, HDR) == 24:
+                            if h.digest() == sig:
                                 try:
-                                    write(fd, mv[HDR:n])
+                                    write(mv[HDR:n])
                                 except OSError as err:
                                     if err.errno in (errno.EBADF, errno.EBADFD):
                                         return STOP
@@ -627,11 +684,12 @@ class UserspaceAyiya:
                                     continue
                                 cnt += 1
                                 nbytes += n - HDR
+                                good_ep = ep
                                 continue
                     if n > limit:
                         self._drop(self._rx_drops, "datagram bigger than the tunnel MTU")
                         continue
-                    if not self._rx_slow(sock, fd, mv[:n], wall, write):
+                    if not self._rx_slow(sock, mv[:n], wall, write):
                         return STOP
             except (BlockingIOError, InterruptedError):
                 return EMPTY
@@ -648,6 +706,8 @@ class UserspaceAyiya:
                     self.rx_packets += cnt
                     self.rx_bytes += nbytes
                     self.last_rx = time.monotonic()
+                    if self._slow_skew == slow_skew:  # no control/stale datagram since
+                        self.peer_skew = ayiya.skew(good_ep, wall)
             if self._stopping:
                 return STOP
             if sock is not self._sock:
@@ -657,7 +717,7 @@ class UserspaceAyiya:
                 return MORE
 
     # -- batched system calls (sendmmsg / recvmmsg) ----------------------------------
-    def _tx_drain_mm(self, fd, ring, batches=-1, readv=os.readv, sendmmsg=_sendmmsg, clock=time.time):
+    def _tx_drain_mm(self, readinto, ring, batches=-1, sendmmsg=_sendmmsg, clock=time.time):
         """_tx_drain with the packets of a batch read into the ring's slots, signed
         there and sent with one sendmmsg. Same results."""
         drops = self._tx_drops
@@ -686,7 +746,10 @@ class UserspaceAyiya:
             status = MORE
             try:
                 for _ in _RANGE:
-                    m = readv(fd, reads[k])
+                    m = readinto(reads[k])
+                    if m is None:
+                        status = EMPTY
+                        break
                     b = bufs[k]
                     if m < 40 or (b[HDR] >> 4) != 6 or m > cap:
                         self._drop(drops, "not IPv6 (from TUN)" if m <= cap else
@@ -748,12 +811,18 @@ class UserspaceAyiya:
                 continue
             if code in (errno.EBADF, errno.EBADFD) and self._stopping:
                 return sent, lost, False
-            self._drop(self._tx_drops, _send_reason(OSError(code, "")))
-            lost += ring.iov_len[ring.iov_idx[off]] - HDR
-            off += 1
+            reason = _send_reason(OSError(code, ""))
+            # no route / not connected: true for the rest of the batch as well
+            last = k if code in _BATCH_FAILS else off + 1
+            while off < last:
+                self._drop(self._tx_drops, reason)
+                lost += ring.iov_len[ring.iov_idx[off]] - HDR
+                off += 1
+        if self._unconnected:
+            self._retry_connect()
         return sent, lost, True
 
-    def _rx_drain_mm(self, sock, fd, ring, batches=-1, write=os.write, recvmmsg=_recvmmsg,
+    def _rx_drain_mm(self, sock, write, ring, batches=-1, recvmmsg=_recvmmsg,
                      clock=time.time):
         """_rx_drain with recvmmsg: up to BATCH datagrams per system call. Same results."""
         sfd = sock.fileno()
@@ -791,15 +860,16 @@ class UserspaceAyiya:
             lo = w - skew
             hi = w + skew
             cnt = nbytes = 0
+            slow_skew = self._slow_skew
             try:
                 for i in range(r):
                     n = msg_len[msg_idx[i]]
                     b = bufs[i]
                     mv = mvs[i]
                     if n >= MIN_FWD:
-                        word, ep = _unpack_from(">II", b, 0)
-                        if word == FWD_WORD and lo <= ep <= hi and (b[HDR] >> 4) == 6 and \
-                                b.find(peer, 8, 24) == 8 and n <= limit:
+                        word, ep, ident, sig = _unpack_head(b, 0)
+                        if word == FWD_WORD and lo <= ep <= hi and ident == peer and \
+                                (b[HDR] >> 4) == 6 and n <= limit:
                             if ep != pre_ep:
                                 pre = sha1(mv[:24])
                                 pre.update(key)
@@ -807,9 +877,9 @@ class UserspaceAyiya:
                                 ring.pre = pre
                             h = pre.copy()
                             h.update(mv[HDR:n])
-                            if b.find(h.digest(), 24, HDR) == 24:
+                            if h.digest() == sig:
                                 try:
-                                    write(fd, mv[HDR:n])
+                                    write(mv[HDR:n])
                                 except OSError as err:
                                     if err.errno in (errno.EBADF, errno.EBADFD):
                                         return STOP
@@ -817,17 +887,20 @@ class UserspaceAyiya:
                                     continue
                                 cnt += 1
                                 nbytes += n - HDR
+                                good_ep = ep
                                 continue
                     if n > limit:
                         self._drop(drops, "datagram bigger than the tunnel MTU")
                         continue
-                    if not self._rx_slow(sock, fd, mv[:n], wall, write):
+                    if not self._rx_slow(sock, mv[:n], wall, write):
                         return STOP
             finally:
                 if cnt:
                     self.rx_packets += cnt
                     self.rx_bytes += nbytes
                     self.last_rx = time.monotonic()
+                    if self._slow_skew == slow_skew:  # no control/stale datagram since
+                        self.peer_skew = ayiya.skew(good_ep, wall)
             if self._stopping:
                 return STOP
             if r < BATCH or sock is not self._sock:
@@ -836,7 +909,7 @@ class UserspaceAyiya:
             if batches == 0:
                 return MORE
 
-    def _rx_slow(self, sock, fd, pkt, wall, write):
+    def _rx_slow(self, sock, pkt, wall, write):
         """Everything that is not a plain authentic forward: the core decides. Returns
         False when the plane is going away."""
         drops = self._rx_drops
@@ -846,6 +919,7 @@ class UserspaceAyiya:
         except AyiyaError as e:
             if e.code == "stale timestamp":
                 self.peer_skew = getattr(e, "skew", None)
+                self._slow_skew += 1
             self._drop(drops, e.code)
             return True
         forward = op == ayiya.OP_FORWARD or op == ayiya.OP_ECHO_REQUEST_FORWARD
@@ -860,9 +934,10 @@ class UserspaceAyiya:
         if op != ayiya.OP_FORWARD:
             self.control_rx += 1
             self.peer_skew = ayiya.skew(epoch, wall)
+            self._slow_skew += 1
         if forward:
             try:
-                write(fd, payload)
+                write(payload)
             except OSError as err:
                 if err.errno in (errno.EBADF, errno.EBADFD):
                     return False

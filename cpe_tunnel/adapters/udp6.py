@@ -783,6 +783,10 @@ class UserspaceUdp6(TunSocketPlane):
             except OSError:
                 pass
 
+    def _new_socket(self):
+        # only reached when a failed open() closed the given socket
+        raise OSError(errno.EBADF, "the v6udpv4 data plane has no socket left (a failed open() closed it)")
+
     def _rx_limit(self):
         """Datagrams this long or longer are dropped ("datagram larger than the MTU"):
         room for a broker whose MTU is larger than ours, within a fixed buffer."""

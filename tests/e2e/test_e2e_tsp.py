@@ -3,6 +3,7 @@
 delegated prefix, and the LAN host reaches the IPv6 host through it."""
 
 import ipaddress
+import re
 import time
 
 import pytest
@@ -132,11 +133,15 @@ def test_tsp_negotiates_with_30_percent_control_loss(lab_nat):
     lab = lab_nat
     start_tsp_broker(lab, example_config())
     lab.nft("isp", "table inet lossy {\n chain forward30 {\n  type filter hook forward priority -10; policy accept;\n"
-                   "  udp dport 3653 numgen random mod 10 < 3 drop\n"
-                   "  udp sport 3653 numgen random mod 10 < 3 drop\n }\n}\n")
+                   # TSP control datagrams only (first payload nibble 0xF); data passes
+                   "  udp dport 3653 @th,64,4 15 numgen random mod 10 < 3 counter drop\n"
+                   "  udp sport 3653 @th,64,4 15 numgen random mod 10 < 3 counter drop\n }\n}\n")
     d = tsp_daemon(lab).start()
     try:
         lan_reaches_v6host(lab, d, timeout=60)
+        rules = lab.run("isp", ["nft", "list", "table", "inet", "lossy"]).stdout
+        dropped = sum(int(w) for w in re.findall(r"counter packets (\d+)", rules))
+        assert dropped > 0, "no control packet was dropped: the test did not test loss\n" + rules
     finally:
         d.stop()
         d.cleanup()

@@ -164,28 +164,28 @@ class FakeClock:
 PATHS = ["plain", "mmsg"] if ayiya_dp.HAVE_MMSG else ["plain"]
 
 
-def fake_readv(queue):
-    """A TUN read: copies what fits, returns the packet's whole length (as the TUN
-    driver does when the buffer is too small)."""
-    def readv(fd, bufs):
+def fake_readinto(queue):
+    """FileIO.readinto of the TUN: copies what fits, returns the packet's whole length
+    (as the TUN driver does when the buffer is too small), None when empty."""
+    def readinto(b):
         if not queue:
-            raise BlockingIOError(errno.EAGAIN, "empty")
+            return None
         p = queue.pop(0)
-        n = min(len(p), len(bufs[0]))
-        bufs[0][:n] = p[:n]
+        n = min(len(p), len(b))
+        b[:n] = p[:n]
         return len(p)
-    return readv
+    return readinto
 
 
 def run_tx(plane, packets, clock, path, fail=None):
     """Feed packets as TUN reads into the tx drain of `path`; returns (status, what
     went to the socket)."""
-    readv = fake_readv(list(packets))
+    readinto = fake_readinto(list(packets))
     sock = plane._sock = FakeSock(fail=fail)
     if path == "plain":
         buf = bytearray(ayiya_dp.BUFSIZE)
         mv = memoryview(buf)
-        return plane._tx_drain(-1, buf, mv, [mv[HDR:]], readv=readv, clock=clock), sock.sent
+        return plane._tx_drain(readinto, buf, mv, clock=clock), sock.sent
     import ctypes
 
     ring = ayiya_dp._Ring(plane.cap)
@@ -203,7 +203,7 @@ def run_tx(plane, packets, clock, path, fail=None):
             sock.sent.append(ctypes.string_at(iov.base, iov.len))
         return k
 
-    return plane._tx_drain_mm(-1, ring, readv=readv, sendmmsg=sendmmsg, clock=clock), sock.sent
+    return plane._tx_drain_mm(readinto, ring, sendmmsg=sendmmsg, clock=clock), sock.sent
 
 
 def run_rx(plane, datagrams, clock, path, batches=-1):
@@ -211,13 +211,13 @@ def run_rx(plane, datagrams, clock, path, batches=-1):
     sock = plane._sock = FakeSock(datagrams)
     written = []
 
-    def write(fd, b):
+    def write(b):  # FileIO.write of the TUN
         written.append(bytes(b))
         return len(b)
 
     if path == "plain":
         buf = bytearray(ayiya_dp.BUFSIZE)
-        return plane._rx_drain(sock, -1, buf, memoryview(buf), batches=batches, write=write,
+        return plane._rx_drain(sock, write, buf, memoryview(buf), batches=batches,
                                clock=clock), written, sock
     import ctypes
 
@@ -242,7 +242,7 @@ def run_rx(plane, datagrams, clock, path, batches=-1):
             i += 1
         return i
 
-    return plane._rx_drain_mm(sock, -1, ring, batches=batches, write=write, recvmmsg=recvmmsg,
+    return plane._rx_drain_mm(sock, write, ring, batches=batches, recvmmsg=recvmmsg,
                               clock=clock), written, sock
 
 
@@ -397,7 +397,11 @@ def test_rx_fast_path_epoch_cache_and_window(path):
                            FakeClock(T0), path)
     assert len(written) == 5
     assert plane.counters()["drops"] == {"bad signature": 2, "stale timestamp": 2}
-    assert plane.peer_skew == 121
+    assert plane.peer_skew == 121  # the stale one (a clock problem) is what counts
+    # forwards alone also tell the PoP's clock offset
+    plane = make_plane()
+    run_rx(plane, [pop_sign(1, 41, p, T0 + 3)] * 3, FakeClock(T0 + 0.5), path)
+    assert plane.peer_skew == 3 and plane.counters()["peer_skew"] == 3
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -478,12 +482,12 @@ class Pop:
     forwarded to it (scapy builds the reply) with a signed forward, and records
     (opcode, client address, PoP address, epoch, payload) of everything authentic."""
 
-    def __init__(self, netns):
+    def __init__(self, netns, addrs=(B_IP, B_IP2)):
         from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 
         self.IPv6, self.Req, self.Rep = IPv6, ICMPv6EchoRequest, ICMPv6EchoReply
         self.socks = {}
-        for a in (B_IP, B_IP2):
+        for a in addrs:
             def make(a=a):
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 s.bind((a, ayiya.PORT))
@@ -667,4 +671,37 @@ def test_close_is_prompt_under_load_and_idempotent(two_ns):
     finally:
         plane.close()
         plane.netlink.close()
+        pop.close()
+
+
+@pytest.mark.lab
+def test_no_route_at_start_then_wan_up(two_ns):
+    """The PoP is unreachable when the plane opens (no route: WAN not up yet): open()
+    still works, sends are counted as 'no route', and once the route appears the
+    plane connects by itself and traffic flows."""
+    a, b = two_ns
+    far = "198.51.100.1"
+    _ip(b, "addr", "add", far + "/24", "dev", "pop")
+    pop = Pop(b, addrs=(far,))
+    nl = Netlink(netns=a)
+    plane = UserspaceAyiya("cptay2", A_IP, far, CLIENT6, POP6, PASSWORD, netlink=nl, netns=a)
+    try:
+        plane.open()
+        nl.addr_add("cptay2", CLIENT6, 64, flags=("nodad",))
+        assert plane.send_control(ayiya.OP_NOOP) is False
+        res = _ping(a, POP6, count=1)
+        assert res.returncode != 0
+        assert _wait(lambda: plane.counters()["drops"].get("no route to tunnel server", 0) >= 2)
+        assert pop.seen == []
+        _ip(a, "route", "add", "198.51.100.0/24", "dev", "wan")
+        # nobody calls set_endpoints: the tx thread retries the connect itself (once
+        # a second) when sends fail; the first echoes may still go nowhere
+        _ping(a, POP6, count=4)
+        assert _wait(lambda: len(pop.forwards(A_IP, far)) >= 1, 3)
+        res = _ping(a, POP6, count=2)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert plane.error is None
+    finally:
+        plane.close()
+        nl.close()
         pop.close()

@@ -408,6 +408,27 @@ def test_tx_drops_non_ipv6_and_no_route(two_ns, batch, threads):
 
 
 @pytest.mark.lab
+def test_failed_open_cleans_up(two_ns):
+    a, _b = two_ns
+    fds0 = _open_fds()
+
+    class BadNetlink:
+        def link_up(self, name):
+            raise OSError(1, "no")
+
+    sock = client_socket(a)
+    plane = UserspaceUdp6("cptu6f", sock, netlink=BadNetlink(), netns=a)
+    with pytest.raises(OSError):
+        plane.open()
+    assert _tun_gone(a, "cptu6f") and _threads_gone() and sock.fileno() == -1
+    assert _open_fds() == fds0
+    with pytest.raises(OSError, match="no socket"):
+        plane.open()
+    assert _tun_gone(a, "cptu6f") and _open_fds() == fds0
+    plane.close()
+
+
+@pytest.mark.lab
 @pytest.mark.parametrize("batch,threads", PATHS2)
 def test_rx_fuzz_through_the_plane(two_ns, batch, threads):
     """Hostile datagrams from the broker's 5-tuple, through the real rx thread: each one
