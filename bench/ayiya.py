@@ -16,8 +16,9 @@ The fair method of ../shared/PERF.md ("client alone"):
   same veth, no tunnel, same UDP payload size) gives the ratio.
 Every datagram the client sends is signed and every one it receives is verified
 (SHA-1 over the packet, identity, time window) - nothing is skipped for the bench.
-Then an end-to-end figure: PoP / LAN sink not frozen but counting (a C recvmmsg loop),
-delivered packets/s and the loss against what the generator offered.
+Then end-to-end figures: the PoP / LAN sink not frozen but counting (a C recvmmsg loop
+on the other core), offered at fixed rates (--e2e-rates, default 20000, 100000 pkt/s and
+flat out): delivered packets/s and the loss against what the generator sent.
 
 Sizes are UDP payload bytes inside the tunnel (as iperf3 -l): 64 and 1232 (1232 + 48 =
 a 1280-byte IPv6 packet, the tunnel MTU). Mbit/s counts the inner IPv6 packets.
@@ -109,8 +110,8 @@ static void peer(int fam, const char *ip, int port, struct sockaddr_storage *ss,
 
 int main(int argc, char **argv) {
     signal(SIGTERM, on_term);
-    if (argc == 9 && !strcmp(argv[1], "send")) {
-        /* send FAM SRC SPORT DST DPORT PAYLOADFILE SECONDS */
+    if ((argc == 9 || argc == 10) && !strcmp(argv[1], "send")) {
+        /* send FAM SRC SPORT DST DPORT PAYLOADFILE SECONDS [RATE pkt/s, 0 = flat out] */
         int fam = atoi(argv[2]);
         int fd = make(fam, argv[3], atoi(argv[4]));
         struct sockaddr_storage ss; socklen_t len;
@@ -121,16 +122,25 @@ int main(int argc, char **argv) {
         if (!f) { perror("payload"); return 2; }
         size_t n = fread(buf, 1, sizeof buf, f); fclose(f);
         double secs = atof(argv[8]);
+        double rate = argc == 10 ? atof(argv[9]) : 0;
         struct iovec iov = { buf, n };
         struct mmsghdr v[VLEN]; memset(v, 0, sizeof v);
         for (int i = 0; i < VLEN; i++) { v[i].msg_hdr.msg_iov = &iov; v[i].msg_hdr.msg_iovlen = 1; }
         unsigned long long sent = 0;
-        double end = now() + secs;
-        while (!stop && now() < end && sent < 50000000ULL) {
-            int r = sendmmsg(fd, v, VLEN, 0);
+        double start = now(), end = start + secs;
+        while (!stop && sent < 50000000ULL) {
+            double t = now();
+            if (t >= end) break;
+            int want = VLEN;
+            if (rate > 0) {
+                double due = (t - start) * rate - (double)sent;
+                if (due < 1) { struct timespec ts = {0, 20000}; nanosleep(&ts, NULL); continue; }
+                if (due < want) want = (int)due;
+            }
+            int r = sendmmsg(fd, v, want, 0);
             if (r > 0) sent += r;
         }
-        printf("%llu\n", sent);
+        printf("%llu %.6f\n", sent, now() - start);
         return 0;
     }
     if (argc == 6 && !strcmp(argv[1], "sink")) {
@@ -314,8 +324,10 @@ class Bench:
             out = p.communicate()[0]
         if p in self.procs:
             self.procs.remove(p)
-        lines = (out or "").split()
-        return int(lines[-1]) if lines and lines[-1].isdigit() else 0
+        f = ((out or "").strip().splitlines() or [""])[-1].split()
+        p.sent = _count(out)
+        p.secs = float(f[1]) if len(f) > 1 else 0.0
+        return p.sent
 
     # processes
     def sink(self, ns, fam, addr, port, frozen):
@@ -327,12 +339,12 @@ class Bench:
             os.kill(p.pid, signal.SIGSTOP)
         return p
 
-    def sender(self, ns, fam, src, sport, dst, dport, payload):
+    def sender(self, ns, fam, src, sport, dst, dport, payload, rate=0):
         path = os.path.join(self.tmp, "payload-%d" % len(self.procs))
         with open(path, "wb") as f:
             f.write(payload)
         p = subprocess.Popen(["ip", "netns", "exec", ns, self.gen, "send", str(fam), src, str(sport), dst,
-                              str(dport), path, str(WARMUP + self.secs + 1)],
+                              str(dport), path, str(WARMUP + self.secs + 1), str(int(rate))],
                              stdout=subprocess.PIPE, text=True)
         self.procs.append(p)
         return p
@@ -392,7 +404,7 @@ class Bench:
             res = self._run(mode, size)
             if res["foreign"] >= 8:
                 why = "%.0f%% of the client's core went to other processes" % res["foreign"]
-            elif not mode.startswith("base") and res["cpu"] < 90:
+            elif not mode.startswith("base") and "@" not in mode and res["cpu"] < 90:
                 # the client waited for packets: the generator did not keep it busy
                 # (its core was taken by something else), so this is not its capacity
                 why = "client only %.0f%% busy: generator starved" % res["cpu"]
@@ -403,7 +415,11 @@ class Bench:
         return res
 
     def _run(self, mode, size):
-        """One run. mode: tx | rx | both | base-tx | base-rx | e2e-tx | e2e-rx."""
+        """One run. mode: tx | rx | both | base-tx | base-rx | e2e-tx@RATE | e2e-rx@RATE
+        (RATE: packets/s offered, 0 = flat out)."""
+        full = mode
+        mode, _, rate = mode.partition("@")
+        rate = int(rate or 0)
         wan_tx = (self.a, "wan", "tx_packets")
         wan_rx = (self.a, "wan", "rx_packets")
         tun_rx = (self.a, TUN, "rx_packets")
@@ -412,12 +428,13 @@ class Bench:
         res = {}
         if mode in ("tx", "both", "e2e-tx"):
             pop = self.sink(self.b, 4, B_IP, ayiya.PORT, frozen=not e2e)
-            self.sender(self.a, 6, CLIENT6, 0, POP6, 9, payload)
+            self.sender(self.a, 6, CLIENT6, 0, POP6, 9, payload, rate)
         if mode in ("rx", "both", "e2e-rx"):
             lan = self.sink(self.a, 6, CLIENT6, 9, frozen=not e2e)
             if mode != "both":
                 self.sink(self.b, 4, B_IP, ayiya.PORT, frozen=True)
-            self.sender(self.b, 4, B_IP, ayiya.PORT, A_IP, self.client_port, self.ayiya_forward(size))
+            self.sender(self.b, 4, B_IP, ayiya.PORT, A_IP, self.client_port, self.ayiya_forward(size),
+                        rate)
         if mode == "base-tx":
             self.sink(self.b, 4, B_IP, 9, frozen=True)
             self.sender(self.a, 4, A_IP, 0, B_IP, 9, payload)
@@ -429,16 +446,21 @@ class Bench:
         if mode == "both":
             want = {"tx": wan_tx, "rx": tun_rx}
         else:
-            want = {mode: counts[mode]}
+            want = {full: counts[mode]}
         pps, cpu, foreign = self.window(want)
         senders = [p for p in self.procs if p.args[5] == "send"]
-        sent = sum(self._end(p) for p in senders)
+        sent = secs = 0
+        for p in senders:
+            self._end(p)
+            sent += p.sent
+            secs = max(secs, p.secs)
         if e2e:
             sink = pop if mode == "e2e-tx" else lan
             got = self._end(sink)
-            dur = WARMUP + self.secs + 1
+            dur = max(secs, 0.1)  # the generator's own sending time
             res["delivered"] = got / dur
             res["offered"] = sent / dur
+            res["loss"] = 100.0 * (1 - got / sent) if sent else 0.0
         for p in list(self.procs):
             self._end(p)
         res.update(pps)
@@ -446,6 +468,13 @@ class Bench:
         res["foreign"] = foreign
         time.sleep(0.2)
         return res
+
+
+def _count(out):
+    """The count a pktgen process printed last ('N' or 'N SECONDS')."""
+    lines = (out or "").strip().splitlines()
+    f = lines[-1].split() if lines else []
+    return int(f[0]) if f and f[0].isdigit() else 0
 
 
 def _a6(text):
@@ -466,6 +495,8 @@ def main():
     ap.add_argument("--sizes", default="64,1232")
     ap.add_argument("--modes", default="base-tx,tx,base-rx,rx,both")
     ap.add_argument("--no-e2e", action="store_true")
+    ap.add_argument("--e2e-rates", default="20000,100000,0",
+                    help="offered packets/s of the end-to-end runs (0 = flat out)")
     ap.add_argument("--no-batch-io", action="store_true",
                     help="one send/recv_into per packet instead of sendmmsg/recvmmsg batches")
     ap.add_argument("--impl", default=None, help="file.py:Class, a data plane variant to compare")
@@ -478,7 +509,8 @@ def main():
         sys.exit("needs root (namespaces, TUN)")
     modes = args.modes.split(",")
     if not args.no_e2e:
-        modes += ["e2e-tx", "e2e-rx"]
+        for rate in args.e2e_rates.split(","):
+            modes += ["e2e-tx@%d" % int(rate), "e2e-rx@%d" % int(rate)]
     # one benchmark at a time: other copies of this script wait here; other scripts are
     # waited for in Bench.wait_quiet()
     import fcntl
@@ -510,6 +542,14 @@ def main():
 
 def report(mode, size, runs, results):
     inner = size + 48  # IPv6 + UDP headers
+    if mode.startswith("e2e"):
+        d, o = med(runs, "delivered"), med(runs, "offered")
+        print("%-14s %5d B  offered %9.0f pkt/s  delivered %9.0f pkt/s (%.1f Mbit/s)  loss %5.1f%%  "
+              "client cpu %3.0f%%%s" % (
+                  mode.replace("@0", " flat out").replace("@", " at "), size, o, d, d * inner * 8 / 1e6,
+                  med(runs, "loss"), med(runs, "cpu"),
+                  "  [contended]" if any(r.get("contended") for r in runs) else ""), flush=True)
+        return
     if mode == "both":
         tx, rx = med(runs, "tx"), med(runs, "rx")
         us = statistics.median(r["cpu"] / 100 / (r["tx"] + r["rx"]) * 1e6 for r in runs if r["tx"] + r["rx"])
@@ -532,10 +572,6 @@ def report(mode, size, runs, results):
     base = results.get(("base-" + mode, size))
     if base and mode in ("tx", "rx"):
         line += "  = %.2f x plain UDP" % (pps / med(base, "base-" + mode))
-    if mode.startswith("e2e"):
-        d, o = med(runs, "delivered"), med(runs, "offered")
-        loss = 100 * (1 - d / o) if o else 0
-        line += "  | delivered %.0f pkt/s of %.0f offered (loss %.0f%%)" % (d, o, loss)
     print(line, flush=True)
 
 

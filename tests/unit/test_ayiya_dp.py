@@ -428,6 +428,50 @@ def test_rx_socket_errors_and_batches(path):
     assert len(sock.incoming) == ayiya_dp.BATCH + 1
 
 
+def _capture_datagrams():
+    """(src ip, sport, AYIYA datagram) from the real AICCU <-> sixxsd capture."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.utils import rdpcap
+
+    from tests.captures import CAPTURES
+
+    path = os.path.join(CAPTURES, "aiccu-ayiya.pcap")
+    if not os.path.exists(path):
+        pytest.skip("SixXS captures not present")
+    return [(p[IP].src, p[UDP].sport, bytes(p[UDP].payload)) for p in rdpcap(path)
+            if UDP in p and ayiya.PORT in (p[UDP].sport, p[UDP].dport)]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_real_aiccu_and_sixxsd_datagrams(path):
+    """Against the capture (tunnel T5072, same addresses and password as here): every
+    forward AICCU sent is what our tx path makes from its inner packet at its epoch,
+    byte for byte; every datagram sixxsd sent is accepted by our rx path at its epoch
+    (forwards delivered, others to on_control or answered)."""
+    dgrams = _capture_datagrams()
+    from_pop = [d for src, sport, d in dgrams if sport == ayiya.PORT and d[8:24] == POP_ID]
+    from_client = [d for src, sport, d in dgrams if d[8:24] == CLIENT_ID]
+    fwd_client = [d for d in from_client if d[2] & 15 == ayiya.OP_FORWARD]
+    assert fwd_client and from_pop
+    for d in fwd_client:
+        epoch = struct.unpack("!L", d[4:8])[0]
+        _, sent = run_tx(make_plane(), [d[HDR:]], FakeClock(epoch + 0.5), path)
+        assert sent == [d]
+    for d in from_pop:
+        epoch = struct.unpack("!L", d[4:8])[0]
+        controls = []
+        plane = make_plane(on_control=controls.append)
+        _, written, sock = run_rx(plane, [d], FakeClock(epoch + 0.5), path)
+        op = d[2] & 15
+        assert plane.counters()["rx_dropped"] == 0
+        if op == ayiya.OP_FORWARD:
+            assert written == [d[HDR:]]
+        elif op in (ayiya.OP_ECHO_REQUEST, ayiya.OP_ECHO_REQUEST_FORWARD):
+            assert len(sock.sent) == 1
+        else:
+            assert controls == [d]
+
+
 # -- in namespaces -----------------------------------------------------------------------
 
 _counter = [0]
