@@ -28,6 +28,10 @@ class Loop:
         self._sel.register(self._rfd, selectors.EVENT_READ, self._drain_wakeup)
         self._signals = {}
         self._pending_signals = collections.deque()
+        self._guarded = False  # run() catches each callback's exceptions (run_once() alone does not)
+        self._failed_turn = False
+        self._logged_at = None
+        self._left_out = 0
 
     # -- descriptors -------------------------------------------------------
     def add_reader(self, fileobj, callback):
@@ -114,37 +118,72 @@ class Loop:
             timeout = max_wait if timeout is None else min(timeout, max_wait)
         if self._soon or self._pending_signals:
             timeout = 0
+        call = self._call
         for key, _ in self._sel.select(timeout):
-            key.data()
+            call(key.data)
         while self._pending_signals:
             signum = self._pending_signals.popleft()
             cb = self._signals.get(signum)
             if cb:
-                cb()
+                call(cb)
         while self._soon:
-            self._soon.popleft()()
+            call(self._soon.popleft())
         now = self.clock()
         while self._timers and (not self._timers[0][3] or self._timers[0][0] <= now):
             entry = heapq.heappop(self._timers)
             if entry[3]:
                 entry[3] = False
-                entry[2]()
+                call(entry[2])
         for get_timer, handle_timer in list(self._sources):
-            d = get_timer()
+            d = call(get_timer)
             if d is not None and d <= now:
-                handle_timer(now)
+                call(handle_timer, now)
+
+    def _call(self, fn, *args):
+        if not self._guarded:
+            return fn(*args)
+        try:
+            return fn(*args)
+        except Exception:
+            self._failed_turn = True
+            now = time.monotonic()
+            if self._logged_at is None or now - self._logged_at >= self.FAIL_LOG_EVERY:
+                from .adapters.log import log
+
+                more = " (and %d more since the last report)" % self._left_out if self._left_out else ""
+                log.exception("internal error (the daemon keeps running)%s", more)
+                self._logged_at, self._left_out = now, 0
+            else:
+                self._left_out += 1
+            return None
+
+    # A callback that fails on every turn (e.g. a reader that raises before it reads)
+    # must neither stop the others, nor spin the CPU, nor flood the log: in run(), each
+    # callback's exception is caught on its own, the traceback is logged once per
+    # FAIL_LOG_EVERY seconds (with a count of the ones left out), and consecutive
+    # failing turns pause the loop, doubling from FAIL_PAUSE_MIN to FAIL_PAUSE_MAX.
+    FAIL_LOG_EVERY = 30.0
+    FAIL_PAUSE_MIN = 0.01
+    FAIL_PAUSE_MAX = 0.5
 
     def run(self):
         """Run until stop(). A callback that raises is logged with its traceback and
         the loop goes on: one bad event must not take the tunnel down."""
-        from .adapters.log import log
-
         self._stopping = False
-        while not self._stopping:
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("internal error (the daemon keeps running)")
+        self._guarded = True
+        pause = 0.0
+        try:
+            while not self._stopping:
+                self._failed_turn = False
+                self._call(self.run_once)
+                if not self._failed_turn:
+                    pause = 0.0
+                    continue
+                if pause:
+                    time.sleep(pause)
+                pause = min(self.FAIL_PAUSE_MAX, max(self.FAIL_PAUSE_MIN, pause * 2))
+        finally:
+            self._guarded = False
 
     def close(self):
         self._sel.close()

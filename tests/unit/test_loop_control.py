@@ -163,3 +163,33 @@ def test_format_status_plain_words():
     assert "NOT answering" in text
     assert "foreign source 1" in text
     assert "(10 s ago)" in text
+
+
+def test_a_callback_failing_every_turn_neither_spins_nor_floods_the_log(caplog):
+    """A reader that raises before reading stays readable: every turn fails. The loop
+    must go on (timers still fire), pause between failing turns, and log the
+    traceback once, not thousands of times."""
+    loop = Loop()
+    r, w = os.pipe()
+    os.write(w, b"x")  # stays readable: the callback never reads it
+    calls = []
+
+    def bad():
+        calls.append(1)
+        raise RuntimeError("broken reader")
+
+    loop.add_reader(r, bad)
+    ticks = []
+    loop.call_later(0.3, lambda: ticks.append(1))
+    loop.call_later(1.0, loop.stop)
+    with caplog.at_level("ERROR", logger="cpe-tunneld"):
+        loop.run()
+    loop.remove_reader(r)
+    os.close(r)
+    os.close(w)
+    loop.close()
+    assert ticks == [1]  # the rest of the loop still works
+    # without the pause this would be tens of thousands of calls in a second
+    assert 2 < len(calls) < 200
+    errors = [rec for rec in caplog.records if "internal error" in rec.getMessage()]
+    assert len(errors) == 1 and "broken reader" in caplog.text
