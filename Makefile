@@ -7,7 +7,7 @@ APT_PKGS := iproute2 nftables iputils-ping tcpdump radvd ndisc6 kmod openssl pro
 	user-mode-linux gcc libc6-dev
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test test-unit test-micropython test-e2e lint mpy-check demo bench ipk screenshots test-kernel clean
+.PHONY: all deps venv test test-unit test-micropython test-e2e lint mpy-check demo bench ipk screenshots luci-schema test-kernel clean
 
 all: test
 
@@ -68,6 +68,10 @@ ipk:
 	python3 tools/mkipk_luci.py --out dist
 
 # Renders docs/luci-*.png in headless Chromium (apt-get install chromium); not part of make test.
+# Regenerates LuCI's option table (common.js) from the schema, then the .pot.
+luci-schema: venv
+	$(PY) -m cpe_tunnel.luci_schema --write && $(PY) tests/luci/i18n.py --write
+
 screenshots:
 	$(PY) tests/luci/screenshot.py
 

@@ -8,7 +8,9 @@
  *       form (protocol cpetunnel): sections, tabs, and per option its widget,
  *       depends, rmempty, password, placeholder, default, choices, whether it
  *       is lock-guarded and has a validator; also the rpc.declare calls and
- *       poll.add calls of the status view, and the module requires.
+ *       poll.add calls of the status view, and the module requires; the
+ *       option table common.OPTIONS / common.NETIFD (generated from the schema)
+ *       and which options common.fields() has words for.
  *
  *   node tests/luci/formtool.js serve
  *       One JSON request per line on stdin, one JSON answer per line on stdout:
@@ -109,6 +111,14 @@ function describe() {
 	seedConfig(env);
 	return buildConfig(env).then(cfg => {
 		out.config = describeMap(cfg.map);
+		/* the generated option table and the hand-written words (fields()) */
+		const common = env.require('cpe_tunnel.common');
+		out.options = common.OPTIONS;
+		out.netifd = common.NETIFD;
+		const words = common.fields();
+		out.words = {};
+		for (const type of Object.keys(words))
+			out.words[type] = words[type].map(r => ({ name: r.name, field: r.field !== false, title: r.title || null }));
 		translated(env);
 		env = makeEnv();
 		seedConfig(env);

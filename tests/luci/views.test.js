@@ -490,3 +490,71 @@ test('protocol: cpetunnel under Network > Interfaces', async () => {
 	assert.equal(s.getOption('ifname'), null);
 	assert.equal(s.getOption('enabled'), null);
 });
+
+/* ------------------------------------------------------------------ one form builder */
+
+function protocolForm(env, sid) {
+	env.require('protocol.cpetunnel');
+	const p = new env.record.protocols.cpetunnel(sid);
+	const map = new env.form.Map('network');
+	const s = map.section(env.form.NamedSection, sid, 'interface');
+	s.tab('general', 'General Settings');
+	s.tab('advanced', 'Advanced Settings');
+	p.renderFormOptions(s);
+	return { map: map, s: s };
+}
+
+test('forms: both forms build their fields from the same rows', async () => {
+	const env = configEnv();
+	env.uci.seed('network', sections({ wan6: [ 'interface', { proto: 'cpetunnel', mode: 'http-update' } ] }));
+	const { map } = await renderConfig(env);
+	const cfg = map.children.find(x => x.sectiontype === 'tunnel');
+	const { s } = protocolForm(env, 'wan6');
+	const common = env.require('cpe_tunnel.common');
+	let shared = 0;
+	for (const name of common.NETIFD.tunnel) {
+		const a = cfg.getOption(name), b = s.getOption(name);
+		assert.ok(a && b, name);
+		assert.equal(b.title, a.title, name);
+		assert.equal(b.__name__, a.__name__, name);
+		assert.deepEqual(b.keylist, a.keylist, name);
+		assert.deepEqual(b.vallist, a.vallist, name);
+		assert.deepEqual(b.deps, a.deps, name);
+		if ([ 'ipaddr', 'ip6prefix' ].indexOf(name) < 0)
+			assert.equal(b.description, a.description, name);
+		shared++;
+	}
+	assert.ok(shared > 20);
+	/* the netifd words: an interface's WAN, odhcpd */
+	assert.match(s.getOption('ip6prefix').description, /odhcpd/);
+	assert.equal(s.getOption('ipaddr').tab, 'general');
+	assert.equal(cfg.getOption('ipaddr').tab, 'advanced');
+	/* the broker tab of the configuration page is the advanced tab of an interface */
+	assert.equal(cfg.getOption('update_url').tab, 'broker');
+	assert.equal(s.getOption('update_url').tab, 'advanced');
+	assert.equal(s.getOption('log_level').tab, 'advanced');
+});
+
+test('forms: an option new in the schema gets a field before it has words', async () => {
+	const env = configEnv();
+	const common = env.require('cpe_tunnel.common');
+	/* as `python3 -m cpe_tunnel.luci_schema --write` would add it */
+	common.OPTIONS.tunnel.push({ name: 'probe_interval', kind: 'int', def: '7', lo: 2, hi: 9, modes: [ 'tsp' ] });
+	common.NETIFD.tunnel.push('probe_interval');
+	const { map } = await renderConfig(env);
+	const o = map.children.find(x => x.sectiontype === 'tunnel').getOption('probe_interval');
+	assert.ok(o, 'in the configuration form');
+	assert.equal(o.title, 'probe_interval');
+	assert.equal(o.tab, 'advanced');
+	assert.equal(o.placeholder, '7');
+	assert.deepEqual(o.deps, [ { mode: 'tsp' } ]);
+	assert.equal(o.cpeLockable, true);
+	assert.equal(o.validate('he', '10'), 'expected an integer from 2 to 9');
+	assert.equal(o.validate('he', '9'), true);
+	const { s } = protocolForm(env, 'wan6');
+	assert.equal(s.getOption('probe_interval').tab, 'advanced', 'and in the interface form');
+	/* options the netifd handler does not take stay out of the interface form */
+	common.OPTIONS.tunnel.push({ name: 'local_only', kind: 'bool', def: '0' });
+	const p2 = protocolForm(env, 'wan7');
+	assert.equal(p2.s.getOption('local_only'), null);
+});

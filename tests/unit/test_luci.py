@@ -7,7 +7,9 @@ exists in the schema with the same type, range, choices, default and modes, and
 every user-facing schema option is in the configuration form; the protocol form
 against the netifd handler's options), the validators against the daemon's own
 value check (schema.check_value, hand-picked and generated values) and against
-`cpe-tunneld --check` on whole files, the .ipk, and the committed screenshots.
+`cpe-tunneld --check` on whole files, the option table in common.js generated from
+the schema (current, follows a schema change, reads back in Node as
+schema.describe()), the .ipk, and the committed screenshots.
 
 The tests that run JavaScript need node (Debian: apt-get install nodejs); without it
 they skip with that reason and the rest still run."""
@@ -25,7 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpe_tunnel import netifd_schema
+from cpe_tunnel import luci_schema, netifd_schema
 from cpe_tunnel.core import schema, uci
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -327,6 +329,126 @@ def test_status_view_polls_and_declares():
     assert sorted(d["method"] for d in s["declares"]) == ["reconnect", "status"]
     assert all(d["expect"] == {"": {}} for d in s["declares"])
     assert [c["method"] for c in s["calls"]] == ["status"]
+
+
+# ------------------------------------------------------------------ the generated option table
+
+COMMON = os.path.join(RESOURCES, "cpe_tunnel", "common.js")
+
+
+def test_generated_option_table_is_current():
+    assert luci_schema.is_current(COMMON), "run: python3 -m cpe_tunnel.luci_schema --write"
+    text = read(COMMON)
+    assert text.count(luci_schema.BEGIN) == 1 and text.count(luci_schema.END) == 1
+
+
+def test_generated_block_follows_a_schema_change(monkeypatch, tmp_path):
+    """An option added to the schema (as another change may) makes the committed
+    block stale; --check says so, --write brings it in and leaves the rest alone."""
+    copy = tmp_path / "common.js"
+    copy.write_text(read(COMMON), encoding="utf-8")
+    assert luci_schema.main(["--check", str(copy)]) == 0
+    tunnel = schema.SECTIONS["tunnel"]
+    extra = schema.Option("probe_interval", "int", "7", "A new option.", modes=schema.TSP, lo=2, hi=9,
+                          required=schema.TSP)
+    monkeypatch.setattr(tunnel, "options", tunnel.options + [extra])
+    assert not luci_schema.is_current(str(copy))
+    assert luci_schema.main(["--check", str(copy)]) == 1
+    assert luci_schema.main(["--write", str(copy)]) == 0
+    new = copy.read_text(encoding="utf-8")
+    assert ("{ name: 'probe_interval', kind: 'int', def: '7', lo: 2, hi: 9, modes: [ 'tsp' ], "
+            "req: [ 'tsp' ] }") in new
+    old = read(COMMON)
+
+    def outside(s):
+        return s[:s.index(luci_schema.BEGIN)] + s[s.index(luci_schema.END):]
+
+    assert outside(new) == outside(old)
+    assert luci_schema.main(["--check", str(copy)]) == 0
+
+
+def test_every_kind_of_the_schema_has_a_check_in_common_js():
+    """A kind without a check is left to the daemon in the browser; port it."""
+    text = read(COMMON)
+    body = text[text.index("var CHECK = {"):text.index("\n};", text.index("var CHECK = {"))]
+    kinds = set(re.findall(r"^\t(\w+): function\(opt, text\)", body, re.M))
+    used = {o.kind for st_ in schema.SCHEMA for o in st_.options}
+    assert used <= kinds, "no check in common.js for kind(s) %s" % sorted(used - kinds)
+    assert set(schema.KINDS) <= kinds
+
+
+def test_splice_needs_the_markers():
+    with pytest.raises(ValueError):
+        luci_schema.splice("'use strict';\nvar OPTIONS = {};\n")
+    with pytest.raises(ValueError):
+        luci_schema.splice(luci_schema.END + "\n" + luci_schema.BEGIN + "\n")
+
+
+def test_js_literals_are_ascii_and_escaped():
+    assert luci_schema.js_string("it's a \\ test\n") == "'it\\'s a \\\\ test\\n'"
+    assert luci_schema.js_string("\u00e9\U0001f600") == "'\\u00e9\\ud83d\\ude00'"
+    assert luci_schema.js_value(["a", 1, None, True]) == "[ 'a', 1, null, true ]"
+    assert luci_schema.js_value([]) == "[]"
+    with pytest.raises(TypeError):
+        luci_schema.js_value(1.5)
+
+
+@needs_node
+def test_js_literals_read_back_in_node():
+    samples = ["it's", "back\\slash", "tab\there\nnew", "\u00e9\u3000", "\U0001f600", "</script>", "\x7f"]
+    src = "process.stdout.write(JSON.stringify(%s));" % luci_schema.js_value(samples)
+    r = subprocess.run([NODE, "-e", src], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == samples
+
+
+@needs_node
+def test_option_table_in_the_browser_is_the_schema():
+    """common.OPTIONS as the browser sees it, option by option, against
+    schema.describe(); common.NETIFD against the netifd handler's options."""
+    options = describe()["options"]
+    desc = schema.describe()
+    assert sorted(options) == sorted(s["type"] for s in desc)
+    for st_ in desc:
+        js = options[st_["type"]]
+        assert [o["name"] for o in js] == [d["name"] for d in st_["options"]]
+        for o, d in zip(js, st_["options"]):
+            where = "%s.%s" % (st_["type"], d["name"])
+            assert o["kind"] == d["kind"], where
+            assert o.get("def") == d["default"], where
+            if d["kind"] in ("int", "hex"):
+                assert (o["lo"], o["hi"]) == (d["min"], d["max"]), where
+            assert bool(o.get("zero")) == d["zero_ok"], where
+            assert o.get("choices") == d["choices"], where
+            assert o.get("modes") == d["modes"], where
+            assert o.get("req", False) == d["required"], where
+            assert bool(o.get("secret")) == d["secret"], where
+            assert bool(o.get("list")) == d["list"], where
+            if d["secret"]:
+                assert "ex" not in o, where
+            if "why" in o:
+                assert d["expected"].endswith(" (%s)" % o["why"]), where
+    groups = {}
+    for name, _kind, section in netifd_schema.netifd_options():
+        if section is not None:
+            groups.setdefault(section, []).append(name)
+    assert describe()["netifd"] == groups
+
+
+@needs_node
+def test_every_form_option_has_words():
+    """An option new in the schema reaches the forms when the block is regenerated
+    (titled with its name); this asks for its words in common.js fields()."""
+    words = describe()["words"]
+    for st_ in schema.SCHEMA:
+        have = {w["name"]: w for w in words.get(st_.type, [])}
+        for opt in st_.options:
+            if (st_.type, opt.name) in NOT_IN_FORM:
+                assert opt.name in have and not have[opt.name]["field"], opt.name
+                continue
+            assert opt.name in have and have[opt.name]["title"], \
+                "%s.%s has no title in common.js fields(): add a row with its words" % (st_.type, opt.name)
+        assert set(have) <= set(st_.by_name), "fields() names options the schema lacks"
 
 
 # ------------------------------------------------------------------ validators vs the daemon
