@@ -67,11 +67,11 @@ ipk:
 	python3 tools/mkipk.py --out dist
 	python3 tools/mkipk_luci.py --out dist
 
-# Renders docs/luci-*.png in headless Chromium (apt-get install chromium); not part of make test.
 # Regenerates LuCI's option table (common.js) from the schema, then the .pot.
 luci-schema: venv
 	$(PY) -m cpe_tunnel.luci_schema --write && $(PY) tests/luci/i18n.py --write
 
+# Renders docs/luci-*.png in headless Chromium (apt-get install chromium); not part of make test.
 screenshots:
 	$(PY) tests/luci/screenshot.py
 
