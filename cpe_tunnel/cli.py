@@ -3,6 +3,7 @@
   cpe-tunnel status [--json]     one screen for a person, or the JSON the ubus object gives
   cpe-tunnel reconnect           new broker update / session now
   cpe-tunnel reload              re-read the configuration (same as SIGHUP)
+  cpe-tunnel clock-set           the system clock was just set (NTP): retry what waited for it
 
 Exit status of `status`: 0 tunnel up, 1 down, 2 the daemon cannot be reached.
 """
@@ -111,6 +112,24 @@ def format_status(st, now=None):
         row("Last update", "%s: %s (%s)" % (u.get("result"), u.get("message"), when))
         if u.get("next_retry_in") is not None:
             row("Next retry", "in %s" % _age(u["next_retry_in"]))
+    ts = st.get("tsp") or {}
+    if ts:
+        row("TSP", "%s tunnel (asked for %s), session %s over %s" % (
+            ts.get("tunnel_type") or "no", ts.get("requested"), ts.get("sessions"), ts.get("transport") or "-"))
+        row("Fallback", ts.get("fallback"))
+    sx = st.get("sixxs") or {}
+    if sx:
+        row("SixXS", "tunnel %s (%s), PoP %s, config from %s" % (
+            sx.get("tunnel_id") or "?", sx.get("type") or "?", sx.get("pop") or "?", sx.get("config_from") or "-"))
+        if sx.get("waiting_for_clock"):
+            nxt = sx.get("next_tic_in")
+            row("Clock", "waiting for the clock to be set%s, then TIC again%s" % (
+                " (watching for it)" if sx.get("clock_watch") else "",
+                "" if nxt is None else " (at the latest in %s)" % _age(nxt)))
+        motd = sx.get("motd") or {}
+        if motd.get("text"):
+            row("PoP message", "%s (%s)" % (motd["text"], _age(now - motd["time"]) + " ago" if motd.get("time")
+                                            else "just now"))
     row("Last error", st.get("last_error"))
     row("Config error", st.get("config_error"))
     return "\n".join(out)
@@ -125,13 +144,14 @@ def main(argv=None):
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("reconnect", help="update the broker / restart the session now")
     sub.add_parser("reload", help="re-read the configuration")
+    sub.add_parser("clock-set", help="tell the daemon the system clock was set (retries TIC at once)")
     args = p.parse_args(argv)
     if not args.cmd:
         p.print_help()
         return 2
     path = socket_path(args)
     try:
-        result = control.call(path, args.cmd)
+        result = control.call(path, args.cmd.replace("-", "_"))
     except control.ControlError as exc:
         print("cpe-tunnel: %s" % exc, file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 """Local control socket: the same methods as the ubus object `cpe_tunnel`
-(status, reconnect, reload), for systems without ubus and for the CLI.
+(status, reconnect, reload, clock_set - the table is daemon.py's), for systems
+without ubus and for the CLI.
 
 Wire format: one JSON object per line. Request {"method": "status", "args": {}};
 answer {"ok": true, "result": {...}} or {"ok": false, "error": "plain words"}.

@@ -108,6 +108,7 @@ class Daemon:
             "status": lambda a: self.sup.status(),
             "reconnect": self._reconnect,
             "reload": lambda a: self.reload(),
+            "clock_set": self._clock_set,
         }
         try:
             self.sup = Supervisor(loop, self.cfg, on_state=self._on_state)
@@ -150,6 +151,15 @@ class Daemon:
     def _reconnect(self, args):
         self.sup.reconnect()
         return {"message": "reconnecting"}
+
+    def _clock_set(self, args):
+        # the system clock was set (OpenWrt: hotplug.d/ntp after sysntpd's step):
+        # a session that waits for the time (TIC's clock check) tries again now
+        t = self.sup.tunnel
+        fn = getattr(t.session if t is not None else None, "clock_set", None)
+        if fn is not None and fn(self.loop.clock()):
+            return {"message": "clock set: asking the tunnel broker again", "retried": True}
+        return {"message": "clock set: nothing was waiting for it", "retried": False}
 
     def reload(self):
         log = logmod.log

@@ -10,10 +10,25 @@
      once on every WAN address change, so the PoP moves the endpoint;
    - ayiya: the userspace AYIYA data plane (IPv6 in signed UDP 5072, works behind NAT)
      with beats at TIC's interval.
-A clock more than 120 s off is reported in plain words and retried slowly (waiting
-for the time to be set) instead of hammering the server.
+A clock more than 120 s off is reported in plain words and retried slowly (every
+CLOCK_RETRY s) instead of hammering the server - and at once when the clock is set:
+the daemon's `clock_set` method (OpenWrt: hotplug.d/ntp after sysntpd steps the clock)
+calls clock_set(), and on plain Linux a timerfd that the kernel cancels when the clock
+is set (adapters/clock.py) is watched while TIC waits for the time.
+
+Nothing here blocks the loop: the TCP connect runs in adapters/connect.py's worker
+thread, the STARTTLS handshake is driven by readability (do_handshake() again on each
+wakeup; a rare want-write is retried on a short timer), and TIC lines are sent with
+non-blocking send(), what does not fit kept in a buffer and retried.
+
+AYIYA control messages from the PoP (the data plane verifies them - signature, PoP
+identity, time - and hands them over from its rx thread): queued to the loop through
+call_soon_threadsafe (bounded), verified once more, counted by opcode in status
+(`sixxs.control_rx`); a MOTD is logged once per change and shown as `sixxs.motd`.
+Echo requests are answered by the data plane itself.
 """
 
+import collections
 import json
 import os
 import random
@@ -21,6 +36,8 @@ import socket
 import ssl
 import time
 
+from .adapters.clock import ClockWatch
+from .adapters.connect import Connector
 from .adapters.log import log
 from .core import addr, ayiya
 from .core.backoff import Backoff
@@ -28,8 +45,16 @@ from .core.errors import ConfigError
 
 _rand = random.SystemRandom().random
 
+CLOCK_RETRY = 60.0  # TIC retry while the clock is off and nobody says it was set
+CONNECT_TIMEOUT = 5.0
+WRITE_RETRY = 0.05  # a send or TLS handshake that would block is tried again after this
+MAX_PENDING = 65536  # unsent TIC bytes we keep at most
+CONTROL_QUEUE = 32  # PoP control datagrams waiting for the loop at most
+
 
 class TicSession:
+    configured_by_config = False  # TIC's tunnel config (or its cache) configures the tunnel
+
     def __init__(self, runner, t):
         from .sessions_tsp import parse_server
 
@@ -53,6 +78,21 @@ class TicSession:
         self.hb_sock = None
         self.beat_at = None  # next AYIYA beat
         self.state_dir = runner.cfg["globals"]["state_dir"]
+        self.connector = Connector(self.loop)
+        self._pending = bytearray()  # TIC bytes not yet taken by the socket
+        self._handshaking = False  # STARTTLS handshake under way
+        self._write_timer = None
+        self.clock_wait = False  # TIC said our clock is off; waiting for it to be set
+        self.clock_watch = ClockWatch(self.loop, self._on_clock_watch)
+        self.clock_sets = 0  # clock-set notices that restarted TIC
+        # AYIYA control messages from the PoP
+        self._ctl_queue = collections.deque()
+        self._ctl_scheduled = False
+        self._ctl_overflow = 0
+        self._ayiya_key = None
+        self._ayiya_peer = None
+        self.control_rx = {}
+        self.motd = None  # {"text", "time" (loop clock, first seen), "last" (loop clock)}
 
     # -- cache ---------------------------------------------------------------
     def _cache_path(self):
@@ -87,20 +127,31 @@ class TicSession:
 
     def stop(self):
         self._close_tic()
+        self._set_clock_wait(False)
         if self.hb_sock is not None:
             self.hb_sock.close()
             self.hb_sock = None
 
     def _close_tic(self):
+        self.connector.cancel()
+        if self._write_timer is not None:
+            self.loop.cancel(self._write_timer)
+            self._write_timer = None
         if self.sock is not None:
             self.loop.remove_reader(self.sock)
-            self.sock.close()
+            try:
+                self.sock.close()
+            except OSError:
+                pass
             self.sock = None
+        self._pending = bytearray()
+        self._handshaking = False
         self.client = None
 
     def _fetch(self, now):
         from .core.tic import TicClient
 
+        self._close_tic()
         self.retry_at = None
         t = self.t
         try:
@@ -109,34 +160,50 @@ class TicSession:
         except ConfigError as exc:
             self._tic_failed(now, "TIC settings: %s" % exc.reason, "config")
             return
-        try:
-            s = socket.create_connection(self.server, timeout=5.0)
-            s.setblocking(False)
-        except OSError as exc:
-            self._tic_failed(now, "cannot reach the TIC server %s:%d: %s" % (
-                self.server[0], self.server[1], exc.strerror or exc), "backoff")
+        # resolve + connect off the loop; _on_connected comes back into it
+        self.connector.start(self.server[0], self.server[1], socket.SOCK_STREAM, self._on_connected,
+                             timeout=CONNECT_TIMEOUT)
+
+    def _on_connected(self, sock, ip, error):
+        now = self.loop.clock()
+        if self.client is None or self.sock is not None:  # stopped meanwhile
+            if sock is not None:
+                sock.close()
             return
-        self.sock = s
-        self.loop.add_reader(s, self._on_readable)
+        if error is not None:
+            self._tic_failed(now, "cannot reach the TIC server: %s" % error, "backoff")
+            return
+        self.sock = sock
+        self.loop.add_reader(sock, self._on_readable)
         self.client.connection_made(now)
         self._flush(now)
 
     def _on_readable(self):
         now = self.loop.clock()
-        if self.sock is None:
+        sock = self.sock
+        if sock is None or self.client is None:
             return
-        try:
-            data = self.sock.recv(65536)
-        except (BlockingIOError, ssl.SSLWantReadError):
+        if self._handshaking:
+            self._handshake(now)
             return
-        except OSError as exc:
-            self._tic_failed(now, "lost the TIC server: %s" % exc, "backoff")
-            return
-        if not data:
-            self.client.connection_closed(now)
-        else:
-            self.client.receive_data(data, now, wall=time.time())
-        self._flush(now)
+        while True:
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except OSError as exc:  # ssl.SSLError included
+                self._tic_failed(now, "lost the TIC server: %s" % (getattr(exc, "strerror", None) or exc),
+                                 "backoff")
+                return
+            if not data:
+                self.client.connection_closed(now)
+            else:
+                self.client.receive_data(data, now, wall=time.time())
+            self._flush(now)
+            # TLS may hold decrypted bytes that select() will not announce
+            if (not data or self.sock is not sock or self.client is None or self._handshaking
+                    or not isinstance(sock, ssl.SSLSocket) or not sock.pending()):
+                return
 
     def _flush(self, now):
         c = self.client
@@ -144,13 +211,8 @@ class TicSession:
             return
         out = c.data_to_send()
         if out and self.sock is not None:
-            try:
-                self.sock.setblocking(True)
-                self.sock.settimeout(5.0)
-                self.sock.sendall(out)
-                self.sock.setblocking(False)
-            except OSError as exc:
-                self._tic_failed(now, "lost the TIC server: %s" % exc, "backoff")
+            self._pending += out
+            if not self._write(now):
                 return
         for name, ev in c.events():
             if name == "start-tls":
@@ -161,12 +223,47 @@ class TicSession:
                 self._save_cache(cfg)
                 self.source = "TIC"
                 self.backoff.reset()
+                self._set_clock_wait(False)
                 self._bring_up(now, cfg)
             elif name == "failed":
                 self._tic_failed(now, ev.get("message") or "TIC failed", ev.get("retry") or "backoff")
                 return
         if c.wants_close and self.client is c and c.tunnel_config is None:
             self._close_tic()
+
+    def _write(self, now):
+        """Send what is pending without blocking. False when the session failed."""
+        if self._handshaking or self.sock is None:
+            return True  # goes out once the handshake is done
+        if len(self._pending) > MAX_PENDING:
+            self._tic_failed(now, "the TIC server does not take what we send", "backoff")
+            return False
+        while self._pending:
+            try:
+                n = self.sock.send(self._pending)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                self._retry_soon()
+                return True
+            except OSError as exc:
+                self._tic_failed(now, "lost the TIC server: %s" % (getattr(exc, "strerror", None) or exc),
+                                 "backoff")
+                return False
+            del self._pending[:n]
+        return True
+
+    def _retry_soon(self):
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(WRITE_RETRY, self._on_write_timer)
+
+    def _on_write_timer(self):
+        self._write_timer = None
+        now = self.loop.clock()
+        if self.sock is None or self.client is None:
+            return
+        if self._handshaking:
+            self._handshake(now)
+        elif self._write(now):
+            self._flush(now)
 
     def _start_tls(self, now):
         t = self.t
@@ -176,23 +273,61 @@ class TicSession:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             self.loop.remove_reader(self.sock)
-            self.sock.setblocking(True)
-            self.sock.settimeout(5.0)
-            self.sock = ctx.wrap_socket(self.sock, server_hostname=self.server[0])
-            self.sock.setblocking(False)
-            self.loop.add_reader(self.sock, self._on_readable)
-        except (OSError, ssl.SSLError) as exc:
+            self.sock = ctx.wrap_socket(self.sock, server_hostname=self.server[0],
+                                        do_handshake_on_connect=False)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             self.client.tls_failed(now, "TLS with the TIC server failed: %s" % exc)
             self._flush(now)
             return
+        self._handshaking = True
+        self.loop.add_reader(self.sock, self._on_readable)
+        self._handshake(now)
+
+    def _handshake(self, now):
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            return  # the server's next flight wakes us
+        except ssl.SSLWantWriteError:
+            self._retry_soon()
+            return
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
+            self._handshaking = False
+            self.client.tls_failed(now, "TLS with the TIC server failed: %s" % reason)
+            self._flush(now)
+            return
+        self._handshaking = False
         self.client.tls_started(now)
         self._flush(now)
+
+    # -- the clock -------------------------------------------------------------
+    def _set_clock_wait(self, flag):
+        self.clock_wait = flag
+        if flag:
+            self.clock_watch.start()  # False where there is no timerfd: the slow retry stays
+        else:
+            self.clock_watch.stop()
+
+    def clock_set(self, now):
+        """The system clock was set (NTP step, hotplug ntp, timerfd notice). When TIC
+        failed on the clock, ask it again now. True when a new TIC session started."""
+        if not self.clock_wait or self.client is not None:
+            return False
+        self.clock_sets += 1
+        log.notice("tunnel %s: the clock was set; asking the TIC server again", self.name)
+        self._fetch(now)
+        return True
+
+    def _on_clock_watch(self):
+        self.clock_set(self.loop.clock())
 
     def _tic_failed(self, now, message, retry, use_cache=True):
         self._close_tic()
         self.last_error = message
+        self._set_clock_wait(retry == "time-sync")
         if retry == "time-sync":
-            delay = 60.0  # the clock is off: wait for it to be set, do not hammer
+            delay = CLOCK_RETRY  # the clock is off: wait for it to be set, do not hammer
         elif retry == "config":
             delay = 3600.0
         else:
@@ -225,8 +360,9 @@ class TicSession:
         }
         kind = cfg["type"]
         if kind == "ayiya":
-            params.update(kind="ayiya", password=cfg["password"],
-                          on_control=lambda d: None)
+            self._ayiya_key = ayiya.password_hash(cfg["password"])
+            self._ayiya_peer = params["peer6"]
+            params.update(kind="ayiya", password=cfg["password"], on_control=self._on_control)
         else:
             params["kind"] = "6in4"
         log.notice("tunnel %s: %s tunnel %s from %s: %s, PoP %s", self.name, kind, cfg["tunnel_id"], self.source,
@@ -245,6 +381,48 @@ class TicSession:
         elif kind == "ayiya":
             self.beat_at = now  # announce ourselves at once
         self.runner.sup.state_changed(now)
+
+    # -- AYIYA control messages ------------------------------------------------------
+    def _on_control(self, datagram):
+        """In the data plane's rx thread: queue for the loop, nothing else."""
+        q = self._ctl_queue
+        if len(q) >= CONTROL_QUEUE:
+            self._ctl_overflow += 1
+            return
+        q.append(bytes(datagram))
+        if not self._ctl_scheduled:
+            self._ctl_scheduled = True
+            self.loop.call_soon_threadsafe(self._drain_control)
+
+    def _drain_control(self):
+        self._ctl_scheduled = False
+        now = self.loop.clock()
+        q = self._ctl_queue
+        while q:
+            self._control(q.popleft(), now)
+
+    def _control(self, datagram, now):
+        key, peer = self._ayiya_key, self._ayiya_peer
+        if key is None:
+            return
+        try:  # the data plane checked it already; a second look costs nothing here
+            op, _nh, payload, _epoch = ayiya.ayiya_decode(datagram, key, time.time(),
+                                                          expected_identity=peer)
+        except ayiya.AyiyaError as exc:
+            self.control_rx["unverified"] = self.control_rx.get("unverified", 0) + 1
+            log.debug("tunnel %s: PoP control message not accepted: %s", self.name, exc.code)
+            return
+        if op == ayiya.OP_FORWARD:
+            return
+        name, text = ayiya.control_message(op, payload)
+        self.control_rx[name] = self.control_rx.get(name, 0) + 1
+        if op == ayiya.OP_MOTD:
+            if self.motd is None or self.motd["text"] != text:
+                self.motd = {"text": text, "time": now, "last": now}
+                log.notice("tunnel %s: message from the PoP: %s", self.name, text or "(empty)")
+                self.runner.sup.state_changed(now)
+            else:
+                self.motd["last"] = now
 
     def _start_heartbeat(self, now):
         from .core.heartbeat import HeartbeatSession
@@ -349,8 +527,17 @@ class TicSession:
                 "pop": cfg.get("pop_id"),
                 "config_from": self.source,
                 "tic_error": self.last_error,
+                "waiting_for_clock": self.clock_wait,
+                "clock_watch": "timerfd" if self.clock_watch.active else None,
+                "next_tic_in": None if self.retry_at is None else max(0.0, self.retry_at - self.loop.clock()),
+                "control_rx": dict(self.control_rx),
             },
         }
+        if self._ctl_overflow:
+            st["sixxs"]["control_rx"]["dropped (queue full)"] = self._ctl_overflow
+        if self.motd is not None:
+            st["sixxs"]["motd"] = {"text": self.motd["text"], "time": wall(self.motd["time"]),
+                                   "last": wall(self.motd["last"])}
         if self.hb is not None:
             st["sixxs"]["heartbeat"] = self.hb.status(self.loop.clock())
         return st

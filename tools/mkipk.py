@@ -59,6 +59,7 @@ STATIC = [
     (os.path.join(FILES, "lib", "netifd", "proto", "cpetunnel.sh"), "/lib/netifd/proto/cpetunnel.sh", 0o755),
     (os.path.join(FILES, "etc", "hotplug.d", "iface", "90-cpe-tunnel"), "/etc/hotplug.d/iface/90-cpe-tunnel",
      0o644),
+    (os.path.join(FILES, "etc", "hotplug.d", "ntp", "90-cpe-tunnel"), "/etc/hotplug.d/ntp/90-cpe-tunnel", 0o644),
     (os.path.join(FILES, "etc", "uci-defaults", "90-cpe-tunnel"), "/etc/uci-defaults/90-cpe-tunnel", 0o755),
 ]
 

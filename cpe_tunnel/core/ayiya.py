@@ -233,6 +233,37 @@ def _printable(b):
     return "".join(out).strip()
 
 
+MOTD_TEXT_MAX = 512  # characters of a MOTD kept for status and logs
+
+
+def motd_text(payload):
+    """A MOTD payload as one line of text fit to show anywhere: printable ASCII only
+    (tab, CR and LF become spaces, other bytes '?'), runs of spaces folded, at most
+    MOTD_TEXT_MAX characters ('...' marks a cut)."""
+    text = _printable(memoryview(payload)[:_MOTD_MAX])
+    while "  " in text:
+        text = text.replace("  ", " ")
+    if len(text) > MOTD_TEXT_MAX:
+        text = text[:MOTD_TEXT_MAX - 3] + "..."
+    return text
+
+
+def control_message(opcode, payload):
+    """What an authentic non-forward datagram from the peer says, for a client to show:
+    (name, text). name is the opcode's name (OPCODE_NAMES; 'opcode-N' for one outside
+    them); text is motd_text(payload) for a MOTD, else None. Verify the datagram first
+    (ayiya_decode): this only reads what it was told."""
+    if isinstance(opcode, bool) or not isinstance(opcode, int):
+        raise LocalProtocolError("AYIYA opcode must be an int")
+    if 0 <= opcode < len(OPCODE_NAMES):
+        name = OPCODE_NAMES[opcode]
+    else:
+        name = "opcode-%d" % opcode
+    if opcode == OP_MOTD:
+        return name, motd_text(payload)
+    return name, None
+
+
 class AyiyaSession:
     """One AYIYA tunnel end. identity: our tunnel IPv6 address (the client's, or the
     PoP's own when used on the PoP side); peer_identity: the address the other end

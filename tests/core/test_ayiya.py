@@ -534,3 +534,34 @@ def test_session_queues_are_bounded():
     assert c.status(300.0)["rx_packets"] == 400  # still accepted and counted
     c.receive(req, 301.0, wall)
     assert len(c.datagrams_to_send()) == 1
+
+
+def test_motd_text_is_one_printable_capped_line():
+    assert ayiya.motd_text(b"Maintenance\x00\x1b[2J\r\n\ttonight\n") == "Maintenance??[2J tonight"
+    assert ayiya.motd_text(b"") == ""
+    assert ayiya.motd_text(b"\xff\xfe caf\xc3\xa9") == "?? caf??"
+    long = ayiya.motd_text(b"x" * 5000)
+    assert len(long) == ayiya.MOTD_TEXT_MAX and long.endswith("...") and long.startswith("xxx")
+    short = ayiya.motd_text(b"y" * ayiya.MOTD_TEXT_MAX)
+    assert short == "y" * ayiya.MOTD_TEXT_MAX
+
+
+def test_control_message_names_every_opcode():
+    assert ayiya.control_message(ayiya.OP_MOTD, b"PoP down\nat 3") == ("motd", "PoP down at 3")
+    assert ayiya.control_message(ayiya.OP_NOOP, b"") == ("noop", None)
+    assert ayiya.control_message(ayiya.OP_ECHO_RESPONSE, b"abc") == ("echo-response", None)
+    assert ayiya.control_message(ayiya.OP_QUERY_REQUEST, b"?") == ("query-request", None)
+    assert ayiya.control_message(12, b"") == ("opcode-12", None)
+    try:
+        ayiya.control_message("5", b"")
+    except LocalProtocolError:
+        pass
+    else:
+        assert False, "a text opcode was accepted"
+
+
+def test_control_message_from_a_verified_datagram():
+    wall = 1700000000
+    d = ayiya.ayiya_encode(POP, ayiya.OP_MOTD, 59, b"hello\x07 world", wall, KEY)
+    op, _nh, payload, _epoch = ayiya.ayiya_decode(d, KEY, wall, expected_identity=POP)
+    assert ayiya.control_message(op, payload) == ("motd", "hello? world")

@@ -70,6 +70,14 @@ def test_tic_ayiya_behind_nat(lab_nat):
         st = d.status()
         assert st["sixxs"]["type"] == "ayiya"
         assert pop.tunnel("T5072")["endpoint"] == "203.0.113.2"  # the NAT's public address
+        # a MOTD from the PoP (through the NAT, signed): status shows it, sanitised, with its time
+        pop.send_motd("T5072", "Maintenance tonight\x1b[2J\n 02:00-03:00 UTC")
+        st = d.wait_status(lambda s: (s["sixxs"].get("motd") or {}).get("text"), timeout=5,
+                           what="the MOTD in status")
+        assert st["sixxs"]["motd"]["text"] == "Maintenance tonight?[2J 02:00-03:00 UTC"
+        assert abs(st["sixxs"]["motd"]["time"] - time.time()) < 30
+        assert st["sixxs"]["control_rx"].get("motd") == 1
+        assert d.log().count("message from the PoP") == 1
     finally:
         d.stop()
         d.cleanup()
@@ -89,6 +97,17 @@ def test_router_clock_off_is_reported_in_plain_words(lab):
         assert after - before <= 1, "the daemon keeps hammering the TIC server: %d sessions in 5 s" % (
             after - before)
         assert d.cli("status").returncode == 1
+        assert st["sixxs"]["waiting_for_clock"] is True and st["sixxs"]["next_tic_in"] > 40
+        # NTP sets the clock (here the PoP's is fixed instead: this machine's clock is
+        # shared); hotplug.d/ntp tells the daemon, which asks TIC again at once, not in 60 s
+        pop.set_clock_offset(0)
+        r = d.cli("clock-set")
+        assert r.returncode == 0 and "asking the tunnel broker again" in r.stdout, (r.stdout, r.stderr)
+        st = d.wait_status(lambda s: s["state"] == "up", timeout=10, what="tunnel up after clock-set")
+        assert st["sixxs"]["waiting_for_clock"] is False and st["sixxs"]["config_from"] == "TIC"
+        assert pop.state()["tic"]["sessions"] == after + 1
+        r = d.cli("clock-set")  # nothing waits any more
+        assert r.returncode == 0 and "nothing was waiting" in r.stdout
     finally:
         d.stop()
         d.cleanup()

@@ -62,6 +62,13 @@ class PopHandle(ControlHandle):
         """PoP -> client datagram (see server.py for the keywords). Returns {'to', 'hex'}."""
         return self.request("send_ayiya", tunnel=str(tunnel_id), **kw)
 
+    def send_motd(self, tunnel_id, text):
+        """A signed AYIYA MOTD (opcode 5, next header 59 'no next header', the text as
+        the payload) from the PoP to the tunnel's client. Returns {'to', 'hex'}."""
+        if isinstance(text, str):
+            text = text.encode("utf-8")
+        return self.send_ayiya(tunnel_id, opcode=5, next_header=59, payload=bytes(text).hex())
+
     def recent_ayiya(self, tunnel_id):
         """The last authentic AYIYA datagrams from the client: [{'time', 'ip', 'port', 'hex'}]."""
         return self.request("recent_ayiya", tunnel=str(tunnel_id))

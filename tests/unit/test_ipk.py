@@ -88,6 +88,7 @@ def test_data_tree_and_modes(ipk):
         "./usr/bin/cpe-tunneld": 0o755, "./usr/bin/cpe-tunnel": 0o755,
         "./etc/config/cpe_tunnel": 0o600, "./etc/init.d/cpe_tunnel": 0o755,
         "./lib/netifd/proto/cpetunnel.sh": 0o755, "./etc/hotplug.d/iface/90-cpe-tunnel": 0o644,
+        "./etc/hotplug.d/ntp/90-cpe-tunnel": 0o644,
         "./etc/uci-defaults/90-cpe-tunnel": 0o755,
         "./usr/share/cpe-tunnel/cpe_tunnel/daemon.py": 0o644,
         "./usr/share/cpe-tunnel/cpe_tunnel/core/schema.py": 0o644,

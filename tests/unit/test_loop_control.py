@@ -165,6 +165,23 @@ def test_format_status_plain_words():
     assert "(10 s ago)" in text
 
 
+def test_format_status_shows_tsp_and_sixxs_details():
+    st = {"state": "up", "reason": "tunnel up", "tunnel": "t", "mode": "tsp",
+          "tsp": {"tunnel_type": "v6udpv4", "requested": "v6anyv4", "sessions": 2, "transport": "udp",
+                  "fallback": "protocol 41 blocked on the path: using IPv6 in UDP"}}
+    text = format_status(st, now=1000.0)
+    assert "v6udpv4 tunnel (asked for v6anyv4), session 2 over udp" in text
+    assert "protocol 41 blocked" in text
+    st = {"state": "down", "reason": "clock", "tunnel": "t", "mode": "tic",
+          "sixxs": {"tunnel_id": "T1", "type": "ayiya", "pop": "pop01", "config_from": "cache",
+                    "waiting_for_clock": True, "clock_watch": "timerfd", "next_tic_in": 42.0,
+                    "motd": {"text": "maintenance tonight", "time": 940.0, "last": 990.0}}}
+    text = format_status(st, now=1000.0)
+    assert "tunnel T1 (ayiya), PoP pop01, config from cache" in text
+    assert "waiting for the clock to be set (watching for it)" in text
+    assert "maintenance tonight (60 s ago)" in text
+
+
 def test_a_callback_failing_every_turn_neither_spins_nor_floods_the_log(caplog):
     """A reader that raises before reading stays readable: every turn fails. The loop
     must go on (timers still fire), pause between failing turns, and log the
