@@ -13,27 +13,22 @@ Control protocol: one JSON object per line in, one per line out.
     {"cmd": "reset_counters"}
     {"cmd": "quit"}
 Errors: {"ok": false, "error": "reason"}.
+The control socket, "quit", the log and main() are tests.peer_server's.
 """
 
-import argparse
 import json
 import os
-import signal
-import socketserver
 import ssl
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from ..peer_server import make_log, run_peer
 from .config import BrokerConfigError, load_config
 from .registry import Registry
 from .update import UpdateService, redact_target
 
-
-def log(msg):
-    sys.stderr.write("%s broker: %s\n" % (time.strftime("%H:%M:%S"), msg))
-    sys.stderr.flush()
+log = make_log("broker")
 
 
 class _UpdateHandler(BaseHTTPRequestHandler):
@@ -180,8 +175,8 @@ class Broker:
 
     # ---- control commands -------------------------------------------------------------
     def command(self, req):
-        if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
-            raise ValueError("a request is a JSON object with a string 'cmd'")
+        """One control request (a dict with a string "cmd"; tests.peer_server checks that
+        and answers "quit"): returns the result or raises ValueError(reason)."""
         cmd = req["cmd"]
         reg = self.registry
         if cmd == "ping":
@@ -224,95 +219,23 @@ class Broker:
                     reg.faults["http_down"] = req["http_down"]
             log("control: faults %s" % json.dumps(reg.faults, sort_keys=True))
             return dict(reg.faults)
-        if cmd == "quit":
-            threading.Thread(target=self._quit, daemon=True).start()
-            return {"quitting": True}
         raise ValueError("unknown command %r" % (cmd,))
-
-    def _quit(self):
-        time.sleep(0.05)
-        self.control.shutdown()
-
-
-class _ControlHandler(socketserver.StreamRequestHandler):
-    def handle(self):
-        broker = self.server.broker
-        while True:
-            try:
-                line = self.rfile.readline(1 << 16)
-            except OSError:
-                return
-            if not line:
-                return
-            if not line.strip():
-                continue
-            try:
-                req = json.loads(line.decode("utf-8"))
-                out = {"ok": True, "result": broker.command(req)}
-            except (ValueError, UnicodeDecodeError) as exc:
-                out = {"ok": False, "error": str(exc)}
-            except Exception as exc:  # report, keep serving
-                out = {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)}
-            try:
-                self.wfile.write((json.dumps(out) + "\n").encode("utf-8"))
-                self.wfile.flush()
-            except OSError:
-                return
-
-
-class _ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m tests.broker", description=__doc__.split("\n")[0])
-    ap.add_argument("--config", required=True, help="JSON configuration file")
-    ap.add_argument("--control", required=True, help="path of the AF_UNIX control socket")
-    ap.add_argument("--no-pop", action="store_true", help="HTTP only, no TUN/raw socket (no root needed)")
-    args = ap.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except BrokerConfigError as exc:
-        log("configuration error: %s" % exc)
-        return 2
-    try:
-        broker = Broker(config, pop=not args.no_pop)
-        broker.start()
-    except OSError as exc:
-        log("cannot start: %s" % exc)
-        return 1
-    try:
-        os.unlink(args.control)
-    except FileNotFoundError:
-        pass
-    old = os.umask(0o077)
-    try:
-        control = _ControlServer(args.control, _ControlHandler)
-    finally:
-        os.umask(old)
-    control.broker = broker
-    broker.control = control
-
-    def on_signal(signum, frame):
-        threading.Thread(target=control.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    log(
-        "ready: %d tunnel(s), pop=%s, control %s"
-        % (len(broker.registry.tunnels), broker.pop is not None, args.control)
+    return run_peer(
+        argv,
+        prog="python -m tests.broker",
+        doc=__doc__,
+        switch=("--no-pop", "HTTP only, no TUN/raw socket (no root needed)"),
+        load_config=load_config,
+        config_error=BrokerConfigError,
+        make_peer=lambda config, pop: Broker(config, pop=pop),
+        ready=lambda broker, config: (
+            "%d tunnel(s), pop=%s" % (len(broker.registry.tunnels), broker.pop is not None)
+        ),
+        log=log,
     )
-    try:
-        control.serve_forever(poll_interval=0.05)
-    finally:
-        control.server_close()
-        broker.stop()
-        try:
-            os.unlink(args.control)
-        except OSError:
-            pass
-        log("stopped")
-    return 0
 
 
 if __name__ == "__main__":

@@ -21,29 +21,23 @@ Control protocol: one JSON object per line in, one per line out ({"ok": true,
                           "raw": "<hex>", "to": ["ip", port]}
     {"cmd": "recent_ayiya", "tunnel": "T5072"}   -> [{"time", "ip", "port", "hex"}...]
     {"cmd": "quit"}
+The control socket, "quit", the log and main() are tests.peer_server's.
 """
 
-import argparse
 import ipaddress
 import json
 import math
 import os
-import signal
-import socketserver
 import ssl
 import sys
-import threading
-import time
 
+from ..peer_server import make_log, run_peer
 from .config import PopConfigError, load_config
 from .dataplane import Dataplane
 from .state import BOOL_FAULTS, TIC_FAULTS, PopState
 from .tic import TicServer
 
-
-def log(msg):
-    sys.stderr.write("%s sixxs-pop: %s\n" % (time.strftime("%H:%M:%S"), msg))
-    sys.stderr.flush()
+log = make_log("sixxs-pop")
 
 
 def _hex(value, name, limit=65535):
@@ -77,7 +71,6 @@ class Pop:
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 ctx.load_cert_chain(config.cert, config.key)
             self.tic = TicServer(self.state, ctx)
-        self.control = None
 
     def start(self):
         self.dataplane.start()
@@ -96,8 +89,8 @@ class Pop:
         return self.state.tunnels[tid]
 
     def command(self, req):
-        if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
-            raise ValueError("a request is a JSON object with a string 'cmd'")
+        """One control request (a dict with a string "cmd"; tests.peer_server checks that
+        and answers "quit"): returns the result or raises ValueError(reason)."""
         cmd = req["cmd"]
         st = self.state
         if cmd == "ping":
@@ -196,106 +189,32 @@ class Pop:
             with st.lock:
                 items = list(t.recent_ayiya)
             return [{"time": w, "ip": ip, "port": port, "hex": d.hex()} for w, ip, port, d in items]
-        if cmd == "quit":
-            threading.Thread(target=self._quit, daemon=True).start()
-            return {"quitting": True}
         raise ValueError("unknown command %r" % (cmd,))
 
-    def _quit(self):
-        time.sleep(0.05)
-        if self.control is not None:
-            self.control.shutdown()
 
-
-class _ControlHandler(socketserver.StreamRequestHandler):
-    def handle(self):
-        pop = self.server.pop
-        while True:
-            try:
-                line = self.rfile.readline(1 << 20)
-            except OSError:
-                return
-            if not line:
-                return
-            if not line.strip():
-                continue
-            try:
-                req = json.loads(line.decode("utf-8"))
-                out = {"ok": True, "result": pop.command(req)}
-            except (ValueError, UnicodeDecodeError, OverflowError) as exc:
-                out = {"ok": False, "error": str(exc)}
-            except Exception as exc:  # report, keep serving
-                out = {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)}
-            try:
-                self.wfile.write((json.dumps(out) + "\n").encode("utf-8"))
-                self.wfile.flush()
-            except OSError:
-                return
-
-
-class _ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
+def _ready(pop, config):
+    return "%d tunnel(s), tun=%s, tic=%s heartbeat=%s ayiya=%s" % (
+        len(pop.state.tunnels),
+        pop.dataplane.tun_fd is not None,
+        config.tic_port,
+        config.heartbeat_port,
+        config.ayiya_port,
+    )
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m tests.sixxs_pop", description=__doc__.split("\n")[0])
-    ap.add_argument("--config", required=True, help="JSON configuration file")
-    ap.add_argument("--control", required=True, help="path of the AF_UNIX control socket")
-    ap.add_argument("--no-tun", action="store_true", help="no TUN device / raw socket (no root needed)")
-    args = ap.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except PopConfigError as exc:
-        log("configuration error: %s" % exc)
-        return 2
-    try:
-        pop = Pop(config, tun=not args.no_tun)
-        pop.start()
-    except (OSError, ssl.SSLError) as exc:
-        log("cannot start: %s" % exc)
-        return 1
-    except Exception as exc:  # e.g. ip -batch failing
-        log("cannot start: %s: %s" % (type(exc).__name__, exc))
-        return 1
-    try:
-        os.unlink(args.control)
-    except FileNotFoundError:
-        pass
-    old = os.umask(0o077)
-    try:
-        control = _ControlServer(args.control, _ControlHandler)
-    finally:
-        os.umask(old)
-    control.pop = pop
-    pop.control = control
-
-    def on_signal(signum, frame):
-        threading.Thread(target=control.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    log(
-        "ready: %d tunnel(s), tun=%s, tic=%s heartbeat=%s ayiya=%s, control %s"
-        % (
-            len(pop.state.tunnels),
-            pop.dataplane.tun_fd is not None,
-            config.tic_port,
-            config.heartbeat_port,
-            config.ayiya_port,
-            args.control,
-        )
+    return run_peer(
+        argv,
+        prog="python -m tests.sixxs_pop",
+        doc=__doc__,
+        switch=("--no-tun", "no TUN device / raw socket (no root needed)"),
+        load_config=load_config,
+        config_error=PopConfigError,
+        make_peer=lambda config, tun: Pop(config, tun=tun),
+        ready=_ready,
+        log=log,
+        line_max=1 << 20,  # send_ayiya's raw/payload: up to 64 KiB as hex
     )
-    try:
-        control.serve_forever(poll_interval=0.05)
-    finally:
-        control.server_close()
-        pop.stop()
-        try:
-            os.unlink(args.control)
-        except OSError:
-            pass
-        log("stopped")
-    return 0
 
 
 if __name__ == "__main__":

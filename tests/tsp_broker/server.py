@@ -24,30 +24,25 @@ Control protocol: one JSON object per line in, one per line out.
   {"cmd": "reset_counters"}
   {"cmd": "quit"}
 Errors: {"ok": false, "error": "reason"}.
+The control socket, "quit", the log and main() are tests.peer_server's.
 """
 
-import argparse
 import json
 import os
 import secrets
 import selectors
-import signal
 import socket
-import socketserver
-import subprocess
 import sys
 import threading
 import time
 
+from ..peer_server import make_log, run_peer
 from .config import TspBrokerConfigError, load_config
 from .dataplane import IP_MTU_DISCOVER, IP_PMTUDISC_DONT, DataPlane
 from .registry import Registry
 from .transport import TcpStream, UdpControl
 
-
-def log(msg):
-    sys.stderr.write("%s tsp-broker: %s\n" % (time.strftime("%H:%M:%S"), msg))
-    sys.stderr.flush()
+log = make_log("tsp-broker")
 
 
 def nonce():
@@ -204,7 +199,6 @@ class TspBroker:
                     s.close()
             raise
         self.tcp = TcpFrontend(self.registry, tcp_listeners) if tcp_listeners else None
-        self.control = None
 
     def start(self):
         self.dataplane.start()
@@ -228,8 +222,8 @@ class TspBroker:
         return st
 
     def command(self, req):
-        if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
-            raise ValueError("a request is a JSON object with a string 'cmd'")
+        """One control request (a dict with a string "cmd"; tests.peer_server checks that
+        and answers "quit"): returns the result or raises ValueError(reason)."""
         cmd = req["cmd"]
         if cmd == "ping":
             return {"pid": os.getpid(), "ports": dict(self.ports), "dataplane": self.dataplane.has_tun}
@@ -244,107 +238,35 @@ class TspBroker:
             out = self.registry.set_faults(args)
             log("control: faults %s" % json.dumps(out, sort_keys=True))
             return out
-        if cmd == "quit":
-            threading.Thread(target=self._quit, daemon=True).start()
-            return {"quitting": True}
         raise ValueError("unknown command %r" % (cmd,))
 
-    def _quit(self):
-        time.sleep(0.05)
-        self.control.shutdown()
 
-
-class _ControlHandler(socketserver.StreamRequestHandler):
-    def handle(self):
-        broker = self.server.broker
-        while True:
-            try:
-                line = self.rfile.readline(1 << 16)
-            except OSError:
-                return
-            if not line:
-                return
-            if not line.strip():
-                continue
-            try:
-                out = {"ok": True, "result": broker.command(json.loads(line.decode("utf-8")))}
-            except (ValueError, UnicodeDecodeError) as exc:
-                out = {"ok": False, "error": str(exc)}
-            except Exception as exc:  # report, keep serving
-                out = {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)}
-            try:
-                self.wfile.write((json.dumps(out) + "\n").encode("utf-8"))
-                self.wfile.flush()
-            except OSError:
-                return
-
-
-class _ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
+def _ready(broker, config):
+    return "udp %s tcp %s on %s%s, %d account(s), types %s, auth %s, dataplane %s" % (
+        broker.ports["udp"],
+        broker.ports["tcp"],
+        config.listen,
+        (" and " + config.listen6) if config.listen6 else "",
+        len(config.accounts),
+        ",".join(config.tunnel_types),
+        ",".join(config.auth),
+        config.tun_name if broker.dataplane.has_tun else "off",
+    )
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m tests.tsp_broker", description=__doc__.split("\n")[0])
-    ap.add_argument("--config", required=True, help="JSON configuration file")
-    ap.add_argument("--control", required=True, help="path of the AF_UNIX control socket")
-    ap.add_argument(
-        "--no-dataplane",
-        action="store_true",
-        help="control plane only: no TUN device, no raw sockets (no root needed)",
+    return run_peer(
+        argv,
+        prog="python -m tests.tsp_broker",
+        doc=__doc__,
+        switch=("--no-dataplane", "control plane only: no TUN device, no raw sockets (no root needed)"),
+        load_config=load_config,
+        config_error=TspBrokerConfigError,
+        make_peer=lambda config, dataplane: TspBroker(config, dataplane=dataplane),
+        ready=_ready,
+        log=log,
     )
-    args = ap.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except TspBrokerConfigError as exc:
-        log("configuration error: %s" % exc)
-        return 2
-    try:
-        broker = TspBroker(config, dataplane=not args.no_dataplane)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        log(
-            "cannot start: %s%s" % (exc, (" / " + exc.stderr.strip()) if getattr(exc, "stderr", None) else "")
-        )
-        return 1
-    try:
-        os.unlink(args.control)
-    except FileNotFoundError:
-        pass
-    old = os.umask(0o077)
-    try:
-        control = _ControlServer(args.control, _ControlHandler)
-    finally:
-        os.umask(old)
-    control.broker = broker
-    broker.control = control
-    broker.start()
 
-    def on_signal(signum, frame):
-        threading.Thread(target=control.shutdown, daemon=True).start()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    log(
-        "ready: udp %s tcp %s on %s%s, %d account(s), types %s, auth %s, dataplane %s, control %s"
-        % (
-            broker.ports["udp"],
-            broker.ports["tcp"],
-            config.listen,
-            (" and " + config.listen6) if config.listen6 else "",
-            len(config.accounts),
-            ",".join(config.tunnel_types),
-            ",".join(config.auth),
-            config.tun_name if broker.dataplane.has_tun else "off",
-            args.control,
-        )
-    )
-    try:
-        control.serve_forever(poll_interval=0.05)
-    finally:
-        control.server_close()
-        broker.stop()
-        try:
-            os.unlink(args.control)
-        except OSError:
-            pass
-        log("stopped")
-    return 0
+if __name__ == "__main__":
+    sys.exit(main())
