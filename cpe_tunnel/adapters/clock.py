@@ -16,13 +16,17 @@ Only while someone waits for the clock should the fd be registered: TicSession s
 the watch when TIC said the clock is off and stops it when TIC is retried.
 """
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import time
 
 from .log import log
+
+try:  # OpenWrt packages ctypes apart (python3-ctypes): without it, no clock watch
+    import ctypes
+    import ctypes.util
+except ImportError:
+    ctypes = None
 
 CLOCK_REALTIME = 0
 TFD_NONBLOCK = os.O_NONBLOCK
@@ -33,14 +37,14 @@ TFD_TIMER_CANCEL_ON_SET = 2
 __all__ = ["ClockWatch", "available"]
 
 
-class _Timespec(ctypes.Structure):
-    # time_t is a C long for the un-suffixed libc symbols on every Linux ABI
-    # (32-bit musl's 64-bit time_t goes through the __*_time64 symbols instead)
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+if ctypes is not None:
+    class _Timespec(ctypes.Structure):
+        # time_t is a C long for the un-suffixed libc symbols on every Linux ABI
+        # (32-bit musl's 64-bit time_t goes through the __*_time64 symbols instead)
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
-
-class _Itimerspec(ctypes.Structure):
-    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+    class _Itimerspec(ctypes.Structure):
+        _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
 
 
 _libc = None
@@ -49,6 +53,8 @@ _libc = None
 def _lib():
     """The C library's timerfd functions, or None."""
     global _libc
+    if ctypes is None:
+        return None
     if _libc is None:
         try:
             lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
