@@ -2,7 +2,9 @@
 mode. The TunnelRunner owns the WAN, the data plane and the keepalive; a session
 tells the broker where we are and reports what the broker said.
 
-A session offers: start(now, wan_ip), stop(), wan_changed(now, ip),
+A session offers: configured_by_config (True: the configuration gives the tunnel's
+addresses and prefixes, and the runner sets the tunnel up before start(); False: the
+broker's answer does, through runner.configure()), start(now, wan_ip), stop(), wan_changed(now, ip),
 keepalive_lost(now), reconnect(now), get_timer(), handle_timer(now),
 state(now) -> None (no opinion) or (state, reason), public_ip / nat_detected,
 last_error, status(wall) -> dict merged into the tunnel's status.
@@ -19,6 +21,7 @@ _rand = random.SystemRandom().random
 class StaticSession:
     """mode 'static': a plain 6in4 tunnel, nothing to tell the broker."""
 
+    configured_by_config = True
     public_ip = None
     nat_detected = False
     last_error = None
@@ -57,6 +60,8 @@ class StaticSession:
 class HttpUpdateSession:
     """mode 'http-update': dyndns2-style endpoint update (tunnelbroker.net style),
     the sans-IO HttpUpdateClient driven through an HttpRunner worker."""
+
+    configured_by_config = True
 
     def __init__(self, runner, t):
         from .adapters.http import HttpRunner

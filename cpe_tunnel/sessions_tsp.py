@@ -7,6 +7,13 @@ brought up through the TunnelRunner:
 - v6udpv4: IPv6 in UDP on the TSP session's own socket (same 5-tuple, so data rides
   the NAT mapping the session opened); the userspace data plane takes the socket
   over and hands TSP control datagrams back to us.
+- v4v6: IPv4 in IPv6 (RFC 2473) for an IPv6-only WAN: TSP runs over IPv6 to the
+  broker's IPv6 address, the tunnel is ip6tnl (kernel) or TUN + raw IPv6 protocol-4
+  socket (userspace) to the broker's IPv6 endpoint; the runner puts the offered IPv4
+  address, routes and the delegated IPv4 prefix in place.
+
+Resolving the broker's name and connecting (TCP: up to 5 s) run in a worker thread
+(adapters/connect.py): the loop never waits for them.
 
 Recovery: the keepalive (to the broker's keepalive address, at its interval) losing
 its answers, or a WAN address change, starts a new session. When a v6v4 tunnel gets
@@ -19,6 +26,8 @@ capped); an authentication failure backs off long.
 import random
 import socket
 
+from .adapters.connect import Connector
+
 from .adapters.log import log
 from .core import addr
 from .core.backoff import Backoff
@@ -29,17 +38,38 @@ MAX_REDIRECTS = 5
 
 
 def parse_server(text):
-    """'host[:port]' -> (host, port)."""
+    """'host[:port]', '[IPv6]:port', '[IPv6]' or a bare IPv6 literal -> (host, port)."""
     host, port = text, 3653
-    if text.count(":") == 1:
+    p = None
+    if text.startswith("["):
+        end = text.find("]")
+        rest = text[end + 1:] if end > 0 else None
+        if end < 0 or (rest and not rest.startswith(":")):
+            raise ConfigError("server '%s': write an IPv6 address as [address] or [address]:port" % text)
+        host = text[1:end]
+        if not addr.is_ip6(host):
+            raise ConfigError("server '%s': '%s' is not an IPv6 address" % (text, host))
+        p = rest[1:] if rest else None
+    elif text.count(":") == 1:
         host, p = text.split(":")
+    elif ":" in text and not addr.is_ip6(text):
+        raise ConfigError("server '%s' is neither host[:port] nor an IPv6 address" % text)
+    if p is not None:
         if not p.isdigit() or not 0 < int(p) < 65536:
             raise ConfigError("server '%s': the port must be a number from 1 to 65535" % text)
         port = int(p)
+    if not host:
+        raise ConfigError("server '%s': no host name or address" % text)
     return host, port
 
 
+def server_text(host, port):
+    return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
+
+
 class TspSession:
+    configured_by_config = False  # the broker's offer configures the tunnel
+
     def __init__(self, runner, t):
         self.runner = runner
         self.loop = runner.loop
@@ -50,6 +80,8 @@ class TspSession:
         self.redirects = 0
         self.client = None
         self.sock = None
+        self.connector = Connector(self.loop)
+        self.connecting = False
         self.transport = None
         self.offer = None
         self.retry_at = None
@@ -61,6 +93,7 @@ class TspSession:
         self.fallback_udp = False  # protocol 41 did not get through: ask for v6udpv4
         self.sessions = 0
         self.up_since = None
+        self.v4v6 = t["tunnel_mode"] == "v4v6"  # over IPv6: wan_ip is the WAN's IPv6 address
 
     # -- session life -------------------------------------------------------
     def start(self, now, wan_ip, reason="start"):
@@ -73,6 +106,8 @@ class TspSession:
         self.client = None
 
     def _close_socket(self):
+        self.connector.cancel()
+        self.connecting = False
         if self.sock is not None:
             self.loop.remove_reader(self.sock)
             self.sock.close()
@@ -91,49 +126,56 @@ class TspSession:
             # IPv6 in UDP rides the TSP session's own UDP socket
             transport = "tcp" if t["tsp_transport"] == "tcp" and self._mode() != "v6udpv4" else "udp"
         self.sessions += 1
+        local = {"local_ipv6": self.wan_ip} if self.v4v6 else {"local_ipv4": self.wan_ip}
         try:
             self.client = TspClient(
                 username=t.get("username") or "", password=t.get("password") or "",
                 auth=t["auth"] if t.get("username") else "anonymous", mode=self._mode(),
-                host_type=t["host_type"], prefix_len=t["prefix_len"] or None, local_ipv4=self.wan_ip,
-                keepalive_interval=t["keepalive_interval"] or 30, transport=transport, server=host, rand=_rand)
+                host_type=t["host_type"], prefix_len=t["prefix_len"] or None,
+                keepalive_interval=t["keepalive_interval"] or 30, transport=transport, server=host, rand=_rand,
+                **local)
         except ConfigError as exc:
             self._failed(now, "cannot start a TSP session: %s" % exc.reason, fatal=True)
             return
         self._open(now, transport)
 
     def _open(self, now, transport):
-        """(Re)connect the current client over a fresh socket."""
+        """(Re)connect the current client over a fresh socket: resolved and connected in
+        a worker thread, the session starts in _on_connected()."""
         self._close_socket()
         self.retry_at = None
         host, port = self.servers[self.index % len(self.servers)]
         self.transport = transport
-        try:
-            ip = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
-        except (OSError, IndexError) as exc:
-            self._failed(now, "cannot resolve the broker '%s': %s" % (host, exc), fatal=False)
+        self.connecting = True
+        fam = socket.AF_INET6 if self.v4v6 else socket.AF_INET
+        client = self.client
+        self.connector.start(host, port, socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM,
+                             lambda sock, ip, error: self._on_connected(client, transport, sock, ip, error),
+                             family=fam, source=self.wan_ip, timeout=5.0)
+
+    def _on_connected(self, client, transport, sock, ip, error):
+        now = self.loop.clock()
+        if client is not self.client or transport != self.transport:
+            if sock is not None:
+                sock.close()
             return
-        try:
-            if transport == "udp":
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                s.bind((self.wan_ip, 0))
-                s.connect((ip, port))
-            else:
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                s.settimeout(5.0)
-                s.bind((self.wan_ip, 0))
-                s.connect((ip, port))
-            s.setblocking(False)
-        except OSError as exc:
-            self._failed(now, "cannot reach the TSP broker %s:%d: %s" % (ip, port, exc.strerror or exc),
-                         fatal=False)
+        self.connecting = False
+        host, port = self.servers[self.index % len(self.servers)]
+        if error is not None:
+            self._failed(now, "the TSP broker %s: %s" % (server_text(host, port), error), fatal=False)
             return
-        self.sock = s
-        self.loop.add_reader(s, self._on_readable)
-        log.info("tunnel %s: TSP session %d with %s:%d over %s, asking for %s", self.name, self.sessions,
-                 host, port, transport, self._mode())
-        self.client.connect(now, transport=transport, local_ipv4=self.wan_ip)
+        self.sock = sock
+        self.loop.add_reader(sock, self._on_readable)
+        log.info("tunnel %s: TSP session %d with %s (%s) over %s, asking for %s", self.name, self.sessions,
+                 server_text(host, port), ip, transport, self._mode())
+        local = {"local_ipv6": self.wan_ip} if self.v4v6 else {"local_ipv4": self.wan_ip}
+        try:
+            self.client.connect(now, transport=transport, **local)
+        except ConfigError as exc:
+            self._failed(now, "cannot start a TSP session: %s" % exc.reason, fatal=True)
+            return
         self._flush(now)
+        self.runner.sup.state_changed(now)  # "connecting" -> "asking for a tunnel"
 
     def _on_readable(self):
         now = self.loop.clock()
@@ -186,6 +228,25 @@ class TspSession:
         self.backoff.reset()
         self.redirects = 0
         self.last_error = None
+        if p["type"] == "v4v6":
+            params = self._params_v4v6(p)
+        else:
+            params = self._params_v6(p)
+        log.notice("tunnel %s: TSP tunnel %s up: %s, prefix %s%s", self.name, p["type"],
+                   p["client_ipv4"] if p["type"] == "v4v6" else p["client_ipv6"],
+                   "%s/%s" % (p["prefix"], p["prefix_len"]) if p.get("prefix") else "none",
+                   " (NAT seen by the broker)" if self.nat_detected else "")
+        self.up_since = now
+        try:
+            self.runner.configure(now, params)
+        except (OSError, ConfigError, ValueError) as exc:
+            self.runner.unconfigure(now)
+            self._failed(now, "cannot set up the offered tunnel: %s" % (getattr(exc, "reason", None) or exc),
+                         fatal=False)
+            return
+        self.runner.sup.state_changed(now)
+
+    def _params_v6(self, p):
         self.nat_detected = bool(p.get("nat_detected"))
         self.public_ip = p.get("client_ipv4") if self.nat_detected else self.wan_ip
         local6 = addr.ip6_aton(p["client_ipv6"])
@@ -208,17 +269,31 @@ class TspSession:
         else:
             params.update(kind="6in4", remote4=p["server_ipv4"])
             self._close_socket()
-        log.notice("tunnel %s: TSP tunnel %s up: %s, prefix %s%s", self.name, p["type"], p["client_ipv6"],
-                   p.get("prefix") or "none", " (NAT seen by the broker)" if self.nat_detected else "")
-        self.up_since = now
-        try:
-            self.runner.configure(now, params)
-        except (OSError, ConfigError) as exc:
-            self.runner.unconfigure(now)
-            self._failed(now, "cannot set up the offered tunnel: %s" % (getattr(exc, "reason", None) or exc),
-                         fatal=False)
-            return
-        self.runner.sup.state_changed(now)
+        return params
+
+    def _params_v4v6(self, p):
+        # The broker names the IPv6 source it saw; a different one than ours means
+        # something on the path rewrote it (NPTv6). The tunnel goes to the broker's
+        # IPv6 endpoint from our WAN address either way.
+        seen = p.get("client_ipv6")
+        self.nat_detected = bool(seen and self.wan_ip and addr.ip6_aton(seen) != addr.ip6_aton(self.wan_ip))
+        self.public_ip = seen or self.wan_ip
+        ka = p.get("keepalive_address")
+        prefixes4 = []
+        if p.get("prefix") and p.get("prefix_len") is not None:
+            prefixes4 = [(addr.ip4_ntoa(addr.mask(addr.ip4_aton(p["prefix"].split("/")[0]), p["prefix_len"])),
+                          p["prefix_len"])]
+        self._close_socket()
+        return {
+            "kind": "4in6",
+            "remote6": p["server_ipv6"],
+            "local4": p["client_ipv4"],
+            "peer4": p["server_ipv4"],
+            "keepalive4": ka if ka and ":" not in ka else p["server_ipv4"],
+            "prefixes4": prefixes4,
+            "keepalive_interval": p.get("keepalive_interval") or self.t["keepalive_interval"],
+            "mtu": min(p.get("mtu") or self.t["mtu"], self.t["mtu"]),
+        }
 
     def _ev_redirect(self, now, brokers):
         self.redirects += 1
@@ -288,6 +363,8 @@ class TspSession:
             self._connect(now)
 
     def get_timer(self):
+        if self.connecting:
+            return self.retry_at  # the client starts once the socket is there
         ds = [self.retry_at]
         if self.client is not None:
             ds.append(self.client.get_timer())
@@ -300,7 +377,7 @@ class TspSession:
             if self.wan_ip:
                 self._connect(now)
             return
-        if self.client is not None:
+        if self.client is not None and not self.connecting:
             d = self.client.get_timer()
             if d is not None and now >= d:
                 try:
@@ -314,14 +391,21 @@ class TspSession:
         if self.offer is None:
             if self.last_error:
                 return "down", self.last_error
+            if self.connecting:
+                return "starting", "connecting to the TSP broker %s" % server_text(
+                    *self.servers[self.index % len(self.servers)])
             return "starting", "asking the TSP broker for a tunnel"
         return None
 
     def status(self, wall):
         host, port = self.servers[self.index % len(self.servers)]
         o = self.offer or {}
+        if self.v4v6:
+            broker = {"ipv4": None, "ipv6": o.get("server_ipv6"), "server": server_text(host, port)}
+        else:
+            broker = {"ipv4": o.get("server_ipv4"), "server": server_text(host, port)}
         return {
-            "broker": {"ipv4": o.get("server_ipv4"), "server": "%s:%d" % (host, port)},
+            "broker": broker,
             "tsp": {
                 "tunnel_type": o.get("type"),
                 "requested": self._mode(),

@@ -33,6 +33,11 @@ def peer_of(ip6, plen):
     return addr.with_iid(net, 2) if ip6 == one else one
 
 
+def _ip4_plus(b, n):
+    v = ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) + n
+    return bytes(((v >> 24) & 255, (v >> 16) & 255, (v >> 8) & 255, v & 255))
+
+
 class Wall:
     """Converts the loop's monotonic time to wall-clock time for status output."""
 
@@ -62,6 +67,16 @@ class TunnelRunner:
         self.prefixes = []
         self.keepalive_interval = t["keepalive_interval"]
         self.remote4 = None  # the broker's IPv4 end of the data plane, when it has one
+        # v4v6 (IPv4 in IPv6): the WAN is IPv6 (wan_ip is the WAN's IPv6 address), the
+        # tunnel carries IPv4: our and the broker's tunnel IPv4 addresses (text), the
+        # broker's IPv6 endpoint, the delegated IPv4 prefixes [(text, len)] and the
+        # LAN address made from the first one (ifname, address, len).
+        self.v4v6 = t["mode"] == "tsp" and t.get("tunnel_mode") == "v4v6"
+        self.wan_family = 6 if self.v4v6 else 4
+        self.local4 = self.peer4 = self.remote6 = self.keepalive4 = None
+        self.prefixes4 = []
+        self.lan4 = None
+        self._traffic = (None, None)  # (last_tx, last_rx) of the data plane as last read
         self.dp = None
         self.monitor = None
         self.session = None
@@ -73,20 +88,22 @@ class TunnelRunner:
         self._debounce_first = None
         self._debounce_at = None
         self._routes = []
+        self._addrs4 = []  # (ifname, address, len) of IPv4 addresses we added on the tunnel
 
     # -- start / stop ------------------------------------------------------
     def start(self, now):
         from .adapters import netlink
 
         t = self.t
-        self.monitor = netlink.WanMonitor(t.get("wan_device"))
+        self.monitor = netlink.WanMonitor(t.get("wan_device"), family=self.wan_family)
         self.loop.add_reader(self.monitor, self._on_netlink)
         self.wan_dev, self.wan_ip = self._read_wan()
-        if self.mode in ("static", "http-update"):  # the other modes learn it from the broker
+        self.session = self._new_session()
+        if self.configured_by_config:  # the other modes learn it from the broker
             self.configure(now, self.params_from_config())
-        self._start_session(now, "start")
+        self.session.start(now, self.wan_ip, "start")
         if not self.wan_ip:
-            log.warning("tunnel %s: no IPv4 address on the WAN yet (%s); waiting", self.name,
+            log.warning("tunnel %s: no IPv%d address on the WAN yet (%s); waiting", self.name, self.wan_family,
                         self.wan_dev or "no default route")
 
     def params_from_config(self):
@@ -107,9 +124,13 @@ class TunnelRunner:
     def configure(self, now, params):
         """Build the data plane, addresses, routes and keepalive for a tunnel.
         params: kind ('6in4' with remote4, or 'udp6' with sock and on_control),
-        local6/plen6/peer6 (bytes), prefixes [(bytes, len)], keepalive_interval, mtu."""
+        local6/plen6/peer6 (bytes), prefixes [(bytes, len)], keepalive_interval, mtu;
+        or kind '4in6' (see _configure_4in6)."""
         from .adapters import sixin4
 
+        if params["kind"] == "4in6":
+            self._configure_4in6(now, params)
+            return
         t = self.t
         self.local6, self.plen6, self.peer6 = params["local6"], params["plen6"], params["peer6"]
         self.prefixes = list(params["prefixes"])
@@ -150,15 +171,109 @@ class TunnelRunner:
         self._start_keepalive()
         self.sup.prefixes_changed(now)
 
+    def _configure_4in6(self, now, params):
+        """IPv4 in IPv6 (TSP v4v6). params: remote6 (the broker's IPv6 endpoint, text),
+        local4/peer4 (our and the broker's tunnel IPv4 address, text), keepalive4 (the
+        keepalive target, text), prefixes4 [(text, len)], keepalive_interval, mtu.
+
+        Addresses and routes: local4/32 on the tunnel, peer4/32 through it, with
+        defaultroute an IPv4 default through it (metric DEFAULT4_FALLBACK_METRIC, a
+        fallback, when the WAN already has an IPv4 default route of its own). The first
+        delegated IPv4 prefix goes to the first enabled LAN: its first host with the
+        prefix's length (DHCPv4 there is dnsmasq's job); each delegated prefix also gets
+        an unreachable route (metric PREFIX4_UNREACHABLE_METRIC) so that what the LAN
+        does not cover, or the whole prefix while the LAN is down, never loops back into
+        the tunnel."""
+        from .adapters.v4v6 import create_v4v6
+
+        t = self.t
+        mtu = params["mtu"]
+        self.remote6 = params["remote6"]
+        self.local4, self.peer4 = params["local4"], params["peer4"]
+        self.keepalive4 = params.get("keepalive4") or self.peer4
+        self.prefixes4 = list(params.get("prefixes4") or [])
+        self.keepalive_interval = params["keepalive_interval"]
+        self.remote4 = None
+        self.dp = create_v4v6(t["dataplane"], self.nl, self.ifname, self.wan_ip, self.remote6, mtu=mtu,
+                              ttl=t["ttl"])
+        self.dp.open()
+        nl = self.nl
+        nl.link_set_mtu(self.ifname, mtu)
+        nl.link_up(self.ifname)
+        nl.addr_add(self.ifname, self.local4, 32)
+        self._addrs4 = [(self.ifname, self.local4, 32)]
+        route = (self.peer4, 32, dict(ifname=self.ifname, family=4))
+        nl.route_add(route[0], route[1], **route[2])
+        self._routes.append(route)
+        if self.keepalive4 != self.peer4:
+            route = (self.keepalive4, 32, dict(ifname=self.ifname, family=4))
+            nl.route_add(route[0], route[1], **route[2])
+            self._routes.append(route)
+        if t["defaultroute"]:
+            kw = dict(ifname=self.ifname, family=4)
+            other = nl.default_route_v4()[1]
+            if other is not None and other != self.ifname:
+                kw["metric"] = self.DEFAULT4_FALLBACK_METRIC
+                log.notice("tunnel %s: the WAN has an IPv4 default route of its own (%s): the tunnel's "
+                           "IPv4 default route gets metric %d, as a fallback", self.name, other,
+                           self.DEFAULT4_FALLBACK_METRIC)
+            nl.route_add("0.0.0.0", 0, **kw)
+            self._routes.append(("0.0.0.0", 0, kw))
+        lan = self._first_lan()
+        if self.prefixes4 and lan:
+            p, plen = self.prefixes4[0]
+            host = p if plen >= 31 else addr.ip4_ntoa(_ip4_plus(addr.ip4_aton(p), 1))
+            nl.addr_add(lan, host, plen)
+            self.lan4 = (lan, host, plen)
+            log.info("tunnel %s: LAN %s: %s/%d from the delegated IPv4 prefix %s/%d", self.name, lan, host,
+                     plen, p, plen)
+        for p, plen in self.prefixes4:
+            route = (p, plen, dict(family=4, kind="unreachable", metric=self.PREFIX4_UNREACHABLE_METRIC))
+            nl.route_add(route[0], route[1], **route[2])
+            self._routes.append(route)
+        log.info("tunnel %s: %s 4in6 data plane on %s, local %s, broker %s; tunnel IPv4 %s, broker side %s",
+                 self.name, self.dp.kind, self.ifname, self.wan_ip or "(none yet)", self.remote6, self.local4,
+                 self.peer4)
+        self._start_keepalive()
+        self.sup.prefixes_changed(now)
+
+    DEFAULT4_FALLBACK_METRIC = 1024
+    PREFIX4_UNREACHABLE_METRIC = 4096
+
+    def _first_lan(self):
+        for lc in self.cfg.get("lans") or []:
+            if lc.get("enabled", True):
+                return lc["interface"]
+        return None
+
+    def _del_addrs4(self):
+        if self.lan4 is not None:
+            lan, host, plen = self.lan4
+            self.lan4 = None
+            try:
+                self.nl.addr_del(lan, host, plen)
+            except OSError as exc:
+                log.debug("removing %s/%d from %s: %s", host, plen, lan, exc)
+        for ifname, a, plen in getattr(self, "_addrs4", []):
+            try:
+                self.nl.addr_del(ifname, a, plen)
+            except OSError as exc:
+                log.debug("removing %s/%d from %s: %s", a, plen, ifname, exc)
+        self._addrs4 = []
+
     def unconfigure(self, now):
         """Take the tunnel down (a new broker session follows)."""
         self._stop_keepalive()
         self._del_routes()
+        self._del_addrs4()
         if self.dp is not None:
             self.dp.close()
             self.dp = None
-        if self.prefixes:
+        self.local4 = self.peer4 = self.remote6 = self.keepalive4 = None
+        self._traffic = (None, None)
+        if self.prefixes or self.prefixes4:
             self.prefixes = []
+            self.prefixes4 = []
             self.sup.prefixes_changed(now)
 
     def _add_prefix_routes(self):
@@ -184,12 +299,16 @@ class TunnelRunner:
     def _start_keepalive(self):
         if not self.keepalive_interval:
             return
-        from .adapters.echo import EchoSocket
+        from .adapters.echo import EchoSocket, EchoSocket4
         from .core.keepalive import Keepalive
 
         ident = os.getpid() & 0xFFFF
         self.keepalive = Keepalive(self.keepalive_interval, ident=ident)
-        self.echo = EchoSocket(self.ifname, addr.ip6_ntoa(self.peer6), ident)
+        self._traffic = (None, None)
+        if self.keepalive4:
+            self.echo = EchoSocket4(self.ifname, self.keepalive4, ident)
+        else:
+            self.echo = EchoSocket(self.ifname, addr.ip6_ntoa(self.peer6), ident)
         self.loop.add_reader(self.echo, self._on_echo)
 
     def _stop_keepalive(self):
@@ -198,11 +317,19 @@ class TunnelRunner:
             self.echo.close()
         self.echo = self.keepalive = None
 
-    def _start_session(self, now, reason):
+    def _new_session(self):
         from .sessions import SESSIONS
 
-        self.session = SESSIONS[self.mode](self, self.t)
+        return SESSIONS[self.mode](self, self.t)
+
+    def _start_session(self, now, reason):
+        self.session = self._new_session()
         self.session.start(now, self.wan_ip, reason)
+
+    @property
+    def configured_by_config(self):
+        """True when the configuration (not a broker) gives the tunnel's addresses."""
+        return bool(self.session is not None and getattr(self.session, "configured_by_config", False))
 
     def _stop_session(self):
         if self.session is not None:
@@ -211,7 +338,7 @@ class TunnelRunner:
 
     # Options whose change needs a new data plane; the others are applied in place.
     HARD_KEYS = ("mode", "ifname", "dataplane", "peeraddr", "ip6addr", "ip6gw", "mtu", "ttl", "tos",
-                 "defaultroute", "wan_device", "ipaddr")
+                 "defaultroute", "wan_device", "ipaddr", "tunnel_mode")
     UPDATE_KEYS = ("update_url", "username", "updatekey", "password", "tunnelid", "tls_verify", "ca_file",
                    "send_myip", "private_range", "update_retry_min", "update_retry_max")
 
@@ -221,14 +348,17 @@ class TunnelRunner:
         new = cfg["tunnel"]
         if self.fatal or any(new.get(k) != self.t.get(k) for k in self.HARD_KEYS):
             return False
+        if self.v4v6 and self._first_lan_of(cfg) != self._first_lan_of(self.cfg):
+            return False  # the delegated IPv4 prefix moves to another LAN: rebuild
         old, self.t, self.cfg = self.t, new, cfg
-        if new.get("ip6prefix") != old.get("ip6prefix") and self.mode in ("static", "http-update"):
+        by_config = self.configured_by_config
+        if new.get("ip6prefix") != old.get("ip6prefix") and by_config:
             self._del_routes(only_unreachable=True)
             self.prefixes = [(addr.ip6_aton(p), n) for p, n in (new.get("ip6prefix") or [])]
             self._add_prefix_routes()
             log.notice("tunnel %s: delegated prefixes now %s", self.name,
                        ", ".join(addr.format_prefix6(p, n) for p, n in self.prefixes) or "none")
-        if new["keepalive_interval"] != old["keepalive_interval"] and self.mode in ("static", "http-update"):
+        if new["keepalive_interval"] != old["keepalive_interval"] and by_config:
             self.keepalive_interval = new["keepalive_interval"]
             self._stop_keepalive()
             self._start_keepalive()
@@ -236,6 +366,13 @@ class TunnelRunner:
             self._stop_session()
             self._start_session(now, "reload")
         return True
+
+    @staticmethod
+    def _first_lan_of(cfg):
+        for lc in cfg.get("lans") or []:
+            if lc.get("enabled", True):
+                return lc["interface"]
+        return None
 
     def stop(self):
         self._stop_session()
@@ -245,6 +382,7 @@ class TunnelRunner:
             self.monitor.close()
             self.monitor = None
         self._del_routes()
+        self._del_addrs4()
         if self.dp is not None:
             self.dp.close()
             self.dp = None
@@ -253,6 +391,15 @@ class TunnelRunner:
     def _read_wan(self):
         t = self.t
         dev = t.get("wan_device")
+        if self.wan_family == 6:
+            if not dev:
+                dev = self.nl.default_route_v6()[1]
+            if not dev:
+                return None, None
+            ips = self.nl.ipv6_wan_addrs(dev)
+            if self.wan_ip in ips and dev == self.wan_dev:
+                return dev, self.wan_ip  # still there: no reason to move the tunnel
+            return dev, (ips[0] if ips else None)
         if not dev:
             dev = self.nl.default_route_v4()[1]
         if t.get("ipaddr"):
@@ -312,12 +459,15 @@ class TunnelRunner:
             self.sup.state_changed(now)
 
     # -- timers ---------------------------------------------------------------
+    # The keepalive deadline comes from the traffic times as last read (self._traffic):
+    # traffic only moves that deadline later, so a stale value fires early, never late;
+    # the counters (a netlink dump for a kernel plane) are read only when it fires.
     def get_timer(self):
         ds = [self._debounce_at]
         if self.session:
             ds.append(self.session.get_timer())
         if self.keepalive:
-            ds.append(self.keepalive.get_timer(*self._last_traffic()))
+            ds.append(self.keepalive.get_timer(*self._traffic))
         ds = [d for d in ds if d is not None]
         return min(ds) if ds else None
 
@@ -329,7 +479,10 @@ class TunnelRunner:
             if d is not None and now >= d:
                 self.session.handle_timer(now)
         if self.keepalive:
-            last_tx, last_rx = self._last_traffic()
+            d = self.keepalive.get_timer(*self._traffic)
+            if d is not None and now >= d:
+                self._traffic = self._last_traffic()
+            last_tx, last_rx = self._traffic
             d = self.keepalive.get_timer(last_tx, last_rx)
             if d is not None and now >= d:
                 was = self.keepalive.status(now).get("alive")
@@ -349,8 +502,8 @@ class TunnelRunner:
         if self.fatal:
             return "down", self.fatal
         if not self.wan_ip:
-            return "down", "waiting for an IPv4 address on the WAN (%s)" % (
-                self.wan_dev or "no IPv4 default route")
+            return "down", "waiting for an IPv%d address on the WAN (%s)" % (
+                self.wan_family, self.wan_dev or "no IPv%d default route" % self.wan_family)
         if self.session:
             verdict = self.session.state(now)
             if verdict is not None:
@@ -358,7 +511,8 @@ class TunnelRunner:
         if self.keepalive:
             k = self.keepalive.status(now)
             if k.get("alive") is False:
-                return "down", "the broker's tunnel address %s does not answer" % addr.ip6_ntoa(self.peer6)
+                return "down", "the broker's tunnel address %s does not answer" % (
+                    self.keepalive4 or addr.ip6_ntoa(self.peer6))
         if self.dp is None:
             return "down", "no tunnel yet"
         return "up", "tunnel up"
@@ -372,8 +526,8 @@ class TunnelRunner:
             "ifname": self.ifname,
             "wan": {
                 "device": self.wan_dev,
-                "local_ipv4": self.wan_ip,
-                "public_ipv4": self.session.public_ip if self.session else None,
+                "local_ipv4": None if self.v4v6 else self.wan_ip,
+                "public_ipv4": None if self.v4v6 else (self.session.public_ip if self.session else None),
                 "nat_detected": bool(self.session and self.session.nat_detected),
             },
             "broker": {"ipv4": t.get("peeraddr")},
@@ -385,12 +539,23 @@ class TunnelRunner:
             "mtu": t["mtu"],
             "last_error": self.fatal or (self.session.last_error if self.session else None),
         }
+        if self.v4v6:
+            st["wan"]["local_ipv6"] = self.wan_ip
+            st["wan"]["public_ipv6"] = self.session.public_ip if self.session else None
+            st["tunnel_family"] = "ipv4"
+            st["tunnel_addresses"] = {
+                "local": "%s/32" % self.local4, "remote": self.peer4, "family": "ipv4",
+                "local_endpoint": self.wan_ip, "remote_endpoint": self.remote6,
+            } if self.local4 else {}
+            st["delegated_prefixes4"] = ["%s/%d" % p for p in self.prefixes4]
+            st["lan4"] = {"interface": self.lan4[0], "address": "%s/%d" % self.lan4[1:]} if self.lan4 else None
         if self.session:
             extra = self.session.status(wall)
             st["broker"].update(extra.pop("broker", {}))
             st.update(extra)
         if self.dp:
             c = dict(self.dp.counters())
+            self._traffic = (c.get("last_tx"), c.get("last_rx"))
             c["last_tx"] = wall(c.get("last_tx"))
             c["last_rx"] = wall(c.get("last_rx"))
             st["counters"] = c
@@ -428,8 +593,8 @@ class LanPort:
         from .core.ra import RaScheduler
 
         c = self.cfg
-        if not c["ra"]:
-            return
+        if not c["ra"] or self.sup.ipv4_only():
+            return  # v4v6 gives the LANs IPv4 only: no IPv6 router to announce
         self.sock = RaSocket(self.ifname)
         self.sup.loop.add_reader(self.sock, self._on_rs)
         dns = [addr.ip6_aton(d) for d in (c.get("dns") or [])]
@@ -510,7 +675,7 @@ class LanPort:
             "interface": self.ifname,
             "prefix": "%s/64" % addr.ip6_ntoa(self.prefix) if self.prefix else None,
             "address": addr.ip6_ntoa(self.addr) if self.addr else None,
-            "ra": bool(c["ra"]),
+            "ra": bool(c["ra"]) and not self.sup.ipv4_only(),
             "ra_interval": c["ra_interval"],
             "deprecated": [],
         }
@@ -584,18 +749,27 @@ class Supervisor:
         for p in self.lans:
             p.release(now)
 
+    def ipv4_only(self):
+        """True when the tunnel carries IPv4 only (TSP v4v6)."""
+        t = self.cfg.get("tunnel") or {}
+        return t.get("mode") == "tsp" and t.get("tunnel_mode") == "v4v6"
+
     def _enable_forwarding(self):
         if not self.cfg["lans"]:
             return
+        if self.ipv4_only():
+            path, name, what = "/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward", "IPv4"
+        else:
+            path, name, what = "/proc/sys/net/ipv6/conf/all/forwarding", "net.ipv6.conf.all.forwarding", "IPv6"
         try:
-            with open("/proc/sys/net/ipv6/conf/all/forwarding") as f:
+            with open(path) as f:
                 if f.read().strip() == "1":
                     return
-            with open("/proc/sys/net/ipv6/conf/all/forwarding", "w") as f:
+            with open(path, "w") as f:
                 f.write("1")
-            log.info("enabled IPv6 forwarding (net.ipv6.conf.all.forwarding=1) to route for the LAN")
+            log.info("enabled %s forwarding (%s=1) to route for the LAN", what, name)
         except OSError as exc:
-            log.warning("cannot enable IPv6 forwarding: %s", exc)
+            log.warning("cannot enable %s forwarding: %s", what, exc)
 
     def _start_tunnel(self, now, cfg):
         self.tunnel = TunnelRunner(self, cfg)
@@ -676,6 +850,10 @@ class Supervisor:
             self.tunnel.handle_timer(now)
         for p in self.lans:
             p.handle_timer(now)
+        # Timers are where states that depend on time change (keepalive misses, retries);
+        # every other change calls state_changed() where it happens. Reading the status
+        # never does, so it never emits events.
+        self.state_changed(now)
 
     # -- state ---------------------------------------------------------------
     def state_changed(self, now):
@@ -697,8 +875,10 @@ class Supervisor:
 
     def status(self):
         now = self.loop.clock()
-        self.state_changed(now)
-        state, reason = self.tunnel.state(now) if self.tunnel else ("down", "no tunnel")
+        if self._state is not None:
+            state, reason = self._state
+        else:
+            state, reason = self.tunnel.state(now) if self.tunnel else ("down", "no tunnel")
         st = self.tunnel.status(now, self.wall) if self.tunnel else {}
         st["state"] = state
         st["reason"] = reason

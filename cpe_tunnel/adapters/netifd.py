@@ -13,6 +13,13 @@ last key is "interface". Actions (netifd proto-shell.c):
              and the prefix (odhcpd deprecates it on the LAN) but keeps the
              tunnel address, which the keepalive needs to see the broker come
              back. ("link-up": false would make netifd flush the address too.)
+             A v4v6 tunnel (TSP, IPv4 in IPv6; status tunnel_family "ipv4") is
+             reported as proto_add_ipv4_address ADDR 32 "" PEER and
+             proto_add_ipv4_route 0.0.0.0 0 "" SOURCE would: "ipaddr":
+             [{"ipaddr", "mask": "32", "ptp": broker's tunnel IPv4}], "routes":
+             [{"target": "0.0.0.0", "netmask": "0", "source": "203.0.113.66/32"},
+             one more per delegated IPv4 prefix]; netifd has no IPv4 prefix
+             delegation, so the LAN's IPv4 address is the daemon's own business.
   3 error    proto_notify_error IFACE CODE [DATA...]: {"action": 3, "error": [...]}
   4 block    proto_block_restart IFACE: {"action": 4}
 As 6in4 does, the default route is source-restricted to our tunnel address and to
@@ -69,6 +76,8 @@ class NetifdReporter:
             msg["ifname"] = ifname
         msg["link-up"] = True
         msg["keep"] = False
+        if status.get("tunnel_family") == "ipv4":
+            return self._update_ipv4(msg, status, up)
         local = _plen_text((status.get("tunnel_addresses") or {}).get("local"))
         prefixes = [p for p in (status.get("delegated_prefixes") or []) if _plen_text(p)]
         if local:
@@ -89,6 +98,29 @@ class NetifdReporter:
             msg["routes6"] = routes
         if prefixes:
             msg["ip6prefix"] = list(prefixes)
+        msg["interface"] = self.interface
+        return msg
+
+    def _update_ipv4(self, msg, status, up):
+        ta = status.get("tunnel_addresses") or {}
+        local = _plen_text(ta.get("local"))
+        if local:
+            a = collections.OrderedDict()
+            a["ipaddr"] = local[0]
+            a["mask"] = local[1]
+            if ta.get("remote"):
+                a["ptp"] = ta["remote"]
+            msg["ipaddr"] = [a]
+        prefixes = [p for p in (status.get("delegated_prefixes4") or []) if _plen_text(p)] if up else []
+        routes = []
+        for src in ([local[0] + "/" + local[1]] if local and up else []) + prefixes:
+            r = collections.OrderedDict()
+            r["target"] = "0.0.0.0"
+            r["netmask"] = "0"
+            r["source"] = src
+            routes.append(r)
+        if routes:
+            msg["routes"] = routes
         msg["interface"] = self.interface
         return msg
 

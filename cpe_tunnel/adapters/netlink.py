@@ -37,6 +37,11 @@ IFF_RUNNING = 0x40
 
 IFA_F_SECONDARY = 0x01
 IFA_F_NODAD = 0x02
+IFA_F_DADFAILED = 0x08
+IFA_F_DEPRECATED = 0x20
+IFA_F_TENTATIVE = 0x40
+RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_LINK = 253
 IFA_F_HOMEADDRESS = 0x10
 IFA_F_MANAGETEMPADDR = 0x100
 IFA_F_NOPREFIXROUTE = 0x200
@@ -308,6 +313,29 @@ class Netlink:
                 out.append((_ipaddr_text(a, AF_INET6), m["prefixlen"]))
         return out
 
+    def ipv6_wan_addrs(self, ifname):
+        """Global IPv6 addresses of ifname usable as a tunnel endpoint, as text:
+        link-local, tentative (DAD not done), DAD-failed and deprecated addresses are
+        left out; [] if none or no such device."""
+        idx = self.link_index(ifname)
+        if idx is None:
+            return []
+        msgs = self._call("reading addresses of '%s'" % ifname, self._ipr.get_addr, family=AF_INET6,
+                          index=idx)
+        out = []
+        for m in msgs:
+            if m["index"] != idx or m["scope"] != RT_SCOPE_UNIVERSE:
+                continue
+            flags = m.get_attr("IFA_FLAGS")
+            if flags is None:
+                flags = m["flags"]
+            if flags & (IFA_F_TENTATIVE | IFA_F_DEPRECATED | IFA_F_DADFAILED):
+                continue
+            a = m.get_attr("IFA_ADDRESS") or m.get_attr("IFA_LOCAL")
+            if a:
+                out.append(_ipaddr_text(a, AF_INET6))
+        return out
+
     def _addr_args(self, ifname, addr, plen, flags):
         fam = _family_of(addr)
         addr = _ipaddr_text(addr, fam)
@@ -426,7 +454,15 @@ class Netlink:
     def default_route_v4(self):
         """(gateway_text_or_None, ifname_or_None) of the IPv4 default route in the main
         table with the lowest metric; (None, None) when there is none."""
-        msgs = self._call("reading IPv4 routes", self._ipr.get_routes, family=AF_INET)
+        return self._default_route(AF_INET)
+
+    def default_route_v6(self):
+        """As default_route_v4(), for the IPv6 default route."""
+        return self._default_route(AF_INET6)
+
+    def _default_route(self, family):
+        msgs = self._call("reading IPv%d routes" % (4 if family == AF_INET else 6), self._ipr.get_routes,
+                          family=family)
         best = None
         for m in msgs:
             if m["dst_len"] != 0 or m["type"] != RTN_UNICAST:
@@ -624,11 +660,14 @@ NLM_F_DUMP = 0x300
 RTMGRP_LINK = 0x1
 RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_IPV6_ROUTE = 0x400
 
 IFLA_IFNAME = 3
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
 IFA_LABEL = 3
+IFA_FLAGS = 8
 RTA_DST = 1
 RTA_OIF = 4
 RTA_GATEWAY = 5
@@ -674,16 +713,22 @@ def _u32(b):
     return struct.unpack_from("=I", b, 0)[0]
 
 
-def parse_rtnl(data):
+def _ip6_text(raw):
+    return socket.inet_ntop(AF_INET6, raw)
+
+
+def parse_rtnl(data, family=AF_INET):
     """Decode one datagram of rtnetlink messages into a list of dicts:
     {'type', 'seq', 'pid', ...} with per type:
       link (RTM_NEWLINK/DELLINK): index, flags, ifname
-      addr (RTM_NEWADDR/DELADDR, IPv4 only): index, prefixlen, addr (text), label
-      route (RTM_NEWROUTE/DELROUTE, IPv4 only): dst_len, table, rtype, oif, gateway,
-                                                 priority, multipath (bool)
+      addr (RTM_NEWADDR/DELADDR, of `family` only): index, prefixlen, addr (text), label;
+           IPv6 also: aflags (IFA_FLAGS when present, else the 8-bit flags), scope
+      route (RTM_NEWROUTE/DELROUTE, of `family` only): dst_len, table, rtype, oif,
+                                                 gateway, priority, multipath (bool)
       NLMSG_DONE / NLMSG_ERROR (error = positive errno or 0) / NLMSG_OVERRUN
-    Other message types and families are skipped. Malformed input raises
-    RemoteProtocolError, nothing else."""
+    family: AF_INET (default) or AF_INET6. Other message types and families are
+    skipped. Malformed input raises RemoteProtocolError, nothing else."""
+    alen_want = 4 if family == AF_INET else 16
     out = []
     data = memoryview(data) if not isinstance(data, memoryview) else data
     off = 0
@@ -707,32 +752,43 @@ def parse_rtnl(data):
         elif mtype in (RTM_NEWADDR, RTM_DELADDR):
             if end - body < 8:
                 raise RemoteProtocolError("netlink address message too short")
-            fam, plen, _fl, _sc, index = struct.unpack_from(_IFADDR, data, body)
-            if fam == AF_INET:
+            fam, plen, fl, sc, index = struct.unpack_from(_IFADDR, data, body)
+            if fam == family:
                 a = _attrs(data, body + 8, end)
                 raw = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS)
-                if raw is None or len(raw) != 4:
-                    raise RemoteProtocolError("netlink IPv4 address message without a 4-byte address")
+                if raw is None or len(raw) != alen_want:
+                    raise RemoteProtocolError("netlink IPv%d address message without a %d-byte address"
+                                              % (4 if family == AF_INET else 6, alen_want))
                 msg["index"] = index
                 msg["prefixlen"] = plen
-                msg["addr"] = "%d.%d.%d.%d" % (raw[0], raw[1], raw[2], raw[3])
+                if family == AF_INET:
+                    msg["addr"] = "%d.%d.%d.%d" % (raw[0], raw[1], raw[2], raw[3])
+                else:
+                    msg["addr"] = _ip6_text(raw)
+                    xf = _u32(a.get(IFA_FLAGS))
+                    msg["aflags"] = xf if xf is not None else fl
+                    msg["scope"] = sc
                 msg["label"] = _cstr(a.get(IFA_LABEL))
                 out.append(msg)
         elif mtype in (RTM_NEWROUTE, RTM_DELROUTE):
             if end - body < 12:
                 raise RemoteProtocolError("netlink route message too short")
             fam, dlen, _sl, _tos, table, _pr, _sc, rtype, _f = struct.unpack_from(_RTMSG, data, body)
-            if fam == AF_INET:
+            if fam == family:
                 a = _attrs(data, body + 12, end)
                 t = _u32(a.get(RTA_TABLE))
                 gw = a.get(RTA_GATEWAY)
-                if gw is not None and len(gw) != 4:
-                    raise RemoteProtocolError("netlink IPv4 route with a gateway of %d bytes" % len(gw))
+                if gw is not None and len(gw) != alen_want:
+                    raise RemoteProtocolError("netlink IPv%d route with a gateway of %d bytes"
+                                              % (4 if family == AF_INET else 6, len(gw)))
                 msg["dst_len"] = dlen
                 msg["table"] = t if t is not None else table
                 msg["rtype"] = rtype
                 msg["oif"] = _u32(a.get(RTA_OIF))
-                msg["gateway"] = "%d.%d.%d.%d" % (gw[0], gw[1], gw[2], gw[3]) if gw else None
+                if gw and family == AF_INET:
+                    msg["gateway"] = "%d.%d.%d.%d" % (gw[0], gw[1], gw[2], gw[3])
+                else:
+                    msg["gateway"] = _ip6_text(gw) if gw else None
                 msg["priority"] = _u32(a.get(RTA_PRIORITY)) or 0
                 msg["multipath"] = RTA_MULTIPATH in a
                 out.append(msg)
@@ -748,7 +804,8 @@ def parse_rtnl(data):
 
 
 class WanMonitor:
-    """Watches IPv4 addresses, IPv4 default routes and links over rtnetlink.
+    """Watches IPv4 (family 4, the default) or IPv6 (family 6) addresses and default
+    routes, and links, over rtnetlink.
 
     wan_device: the configured WAN device name; None = follow the default route (then
     events for any device except loopback are reported). Non-blocking: register
@@ -763,13 +820,22 @@ class WanMonitor:
                                  (and on deletion, with up False)
       ('resync',)                the kernel dropped notifications (socket overrun):
                                  re-read the state instead of trusting events
+    With family 6, link-local addresses are not reported, nor an address that is
+    still tentative (its DAD-complete notification follows); a deprecated one is (the
+    WAN's usable address changed). Routes and addresses are IPv6 ones then.
     """
 
     MAX_DATAGRAMS_PER_READ = 256
 
-    def __init__(self, wan_device=None, netns=None, rcvbuf=1 << 20):
+    def __init__(self, wan_device=None, netns=None, rcvbuf=1 << 20, family=4):
+        if family not in (4, 6):
+            raise ValueError("family must be 4 or 6")
         self.wan_device = wan_device
-        groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
+        self.family = AF_INET if family == 4 else AF_INET6
+        if family == 4:
+            groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
+        else:
+            groups = RTMGRP_LINK | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
 
         def make():
             s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
@@ -816,7 +882,7 @@ class WanMonitor:
         for _ in range(10000):
             n = self._sock.recv_into(self._buf)
             done = False
-            for m in parse_rtnl(memoryview(self._buf)[:n]):
+            for m in parse_rtnl(memoryview(self._buf)[:n], self.family):
                 if m["pid"] == self._pid and m["seq"] == self._dump_seq:
                     if m["type"] in (NLMSG_DONE, NLMSG_ERROR):
                         done = True
@@ -872,6 +938,11 @@ class WanMonitor:
             idx = m["index"]
             name = self._names.get(idx) or m["label"]
             if self._relevant(idx, name):
+                if self.family == AF_INET6:
+                    if m["scope"] == RT_SCOPE_LINK:
+                        return
+                    if t == RTM_NEWADDR and m["aflags"] & IFA_F_TENTATIVE:
+                        return
                 events.append(("addr-add" if t == RTM_NEWADDR else "addr-del", name, m["addr"]))
         elif t in (RTM_NEWROUTE, RTM_DELROUTE):
             if m["dst_len"] != 0 or m["table"] != RT_TABLE_MAIN or m["rtype"] != RTN_UNICAST:
@@ -908,7 +979,7 @@ class WanMonitor:
             if n == 0:
                 break
             try:
-                msgs = parse_rtnl(mv[:n])
+                msgs = parse_rtnl(mv[:n], self.family)
             except RemoteProtocolError:
                 self.errors += 1
                 continue

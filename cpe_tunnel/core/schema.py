@@ -108,8 +108,9 @@ SCHEMA = [
                            "AYIYA (IPv6 in UDP, works behind NAT).",
                            required=True, choices=MODES, example="http-update"),
                     Option("wan_device", "ifname", None,
-                           "Device whose IPv4 address is our tunnel endpoint. Unset: the device of "
-                           "the IPv4 default route.", example="eth0"),
+                           "Device whose IPv4 address is our tunnel endpoint (tunnel_mode v4v6: "
+                           "whose global IPv6 address). Unset: the device of the IPv4 (v4v6: IPv6) "
+                           "default route.", example="eth0"),
                     Option("ipaddr", "ipv4", None,
                            "Our IPv4 endpoint address. Unset: follow the address of the WAN device "
                            "(behind a NAT this is the private address; the broker is told the "
@@ -132,13 +133,20 @@ SCHEMA = [
                            is_list=True, example=["2001:db8:2::/64", "2001:db8:3::/48"]),
                     Option("ifname", "ifname", "cpe6in4", "Name of the tunnel interface we create."),
                     Option("dataplane", "enum", "auto",
-                           "kernel: the kernel's sit driver; userspace: TUN device plus a raw "
-                           "protocol-41 socket (for kernels without sit); auto: kernel when available.",
+                           "kernel: the kernel's sit driver (tunnel_mode v4v6: ip6tnl, "
+                           "kmod-ip6-tunnel); userspace: TUN device plus a raw protocol-41 (v4v6: "
+                           "IPv6 protocol-4) socket, for kernels without them; auto: kernel when "
+                           "available.",
                            choices=("auto", "kernel", "userspace")),
                     Option("mtu", "int", "1280", "MTU of the tunnel interface.", lo=1280, hi=1480),
-                    Option("ttl", "int", "64", "TTL of the outer IPv4 header.", lo=1, hi=255),
-                    Option("tos", "int", "0", "TOS byte of the outer IPv4 header.", lo=0, hi=255),
-                    Option("defaultroute", "bool", "1", "Add an IPv6 default route through the tunnel."),
+                    Option("ttl", "int", "64", "TTL of the outer IPv4 header (v4v6: hop limit of the "
+                           "outer IPv6 header).", lo=1, hi=255),
+                    Option("tos", "int", "0", "TOS byte of the outer IPv4 header (not for v4v6).",
+                           lo=0, hi=255),
+                    Option("defaultroute", "bool", "1",
+                           "Add an IPv6 default route through the tunnel (tunnel_mode v4v6: an IPv4 "
+                           "default route; when the WAN has an IPv4 default route of its own, ours "
+                           "gets metric 1024 as a fallback)."),
                     Option("keepalive_interval", "int", "30",
                            "Seconds between keepalive echoes through the tunnel, which also keep "
                            "NAT state alive and detect a dead tunnel; 0 turns them off.",
@@ -185,7 +193,9 @@ SCHEMA = [
                            modes=HTTP, lo=1, hi=86400),
                     Option("server", "string", None,
                            "TSP brokers, tried in order: host name or IPv4 address, optionally "
-                           ":port (default 3653). A redirect from a broker replaces this list.",
+                           ":port (default 3653); an IPv6 address bare or as [address]:port "
+                           "(tunnel_mode v4v6 talks TSP over IPv6: names resolve to IPv6 there). A "
+                           "redirect from a broker replaces this list.",
                            is_list=True, required=TSP + TIC, modes=TSP + TIC, example=["203.0.113.18"],
                            hint="the broker (TSP) or TIC server, e.g. broker.example.net"),
                     Option("tic_tls", "enum", "try",
@@ -198,14 +208,18 @@ SCHEMA = [
                            choices=("any", "anonymous", "plain", "digest-md5")),
                     Option("tunnel_mode", "enum", "v6anyv4",
                            "TSP tunnel type: v6anyv4 (6in4, or IPv6 in UDP when the broker sees a "
-                           "NAT), v6v4 (6in4 only), v6udpv4 (IPv6 in UDP only).", modes=TSP,
-                           choices=("v6anyv4", "v6v4", "v6udpv4")),
+                           "NAT), v6v4 (6in4 only), v6udpv4 (IPv6 in UDP only), v4v6 (the other "
+                           "way round: IPv4 in IPv6, RFC 2473, for a WAN with IPv6 only; the "
+                           "broker gives an IPv4 address and, as a router, an IPv4 prefix for the "
+                           "LAN).", modes=TSP,
+                           choices=("v6anyv4", "v6v4", "v6udpv4", "v4v6")),
                     Option("host_type", "enum", "router",
                            "router: ask for a delegated prefix for the LANs; host: this box only.",
                            modes=TSP, choices=("router", "host")),
                     Option("prefix_len", "int", "0",
-                           "Length of the prefix to ask for as a router (e.g. 48 or 56); 0: the "
-                           "broker's choice.", modes=TSP, lo=0, hi=64),
+                           "Length of the prefix to ask for as a router (e.g. 48 or 56; v4v6: an "
+                           "IPv4 prefix length such as 28); 0: the broker's choice.",
+                           modes=TSP, lo=0, hi=64),
                     Option("tsp_transport", "enum", "auto",
                            "auto: TSP over UDP, TCP when UDP gets no answer; or only udp / tcp.",
                            modes=TSP, choices=("auto", "udp", "tcp")),
@@ -790,8 +804,69 @@ def _tunnel_checks(ck, label, v, raw, mode):
     for n in v.get("locked") or []:
         if n not in SECTIONS["tunnel"].by_name or n == "locked":
             ck.add("%s: option 'locked' = '%s': not an option of a tunnel section" % (label, _esc(n)))
+    if mode == "tsp":
+        for text in v.get("server") or []:
+            try:
+                _host, fam = check_server(text)
+            except ValueError as exc:
+                ck.add("%s: option 'server' = '%s': %s" % (label, _esc(text), exc.args[0] if exc.args else
+                                                         "expected host[:port] or [IPv6]:port"))
+                continue
+            if fam == 4 and v.get("tunnel_mode") == "v4v6":
+                ck.add("%s: option 'server' = '%s' is an IPv4 address, but tunnel_mode 'v4v6' talks TSP "
+                       "over IPv6: give the broker's IPv6 address or name" % (label, _esc(text)))
+            elif fam == 6 and v.get("tunnel_mode") != "v4v6":
+                ck.add("%s: option 'server' = '%s' is an IPv6 address, but tunnel_mode '%s' talks TSP "
+                       "over IPv4" % (label, _esc(text), v.get("tunnel_mode")))
+        if v.get("tunnel_mode") == "v4v6":
+            _v4v6_checks(ck, label, v, raw)
     if v.get("wan_device") is not None and v.get("wan_device") == v.get("ifname"):
         ck.add("%s: option 'ifname' = '%s' is the same as option 'wan_device'" % (label, v["ifname"]))
+
+
+def check_server(text):
+    """A TSP server entry: 'host[:port]', '[IPv6]:port', '[IPv6]' or a bare IPv6
+    address. Returns (host, family 4/6/0 for a name) or raises ValueError(reason)."""
+    host, port = text, None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError("the closing ] is missing")
+        host, rest = text[1:end], text[end + 1:]
+        if not addr.is_ip6(host):
+            raise ValueError("'%s' in brackets is not an IPv6 address" % _esc(host, 45))
+        if rest:
+            if rest[0] != ":":
+                raise ValueError("only :port may follow ]")
+            port = rest[1:]
+    elif ":" in text and text.count(":") > 1:
+        if not addr.is_ip6(text):
+            raise ValueError("not an IPv6 address; write [address]:port for a port")
+    elif ":" in text:
+        host, port = text.split(":")
+    if port is not None and (not port or not _all_in(port, _DEC) or len(port) > 5
+                             or not 0 < int(port) < 65536):
+        raise ValueError("the port must be a number from 1 to 65535")
+    if addr.is_ip6(host):
+        return host, 6
+    if addr.is_ip4(host):
+        return host, 4
+    _check_host(host)
+    return host, 0
+
+
+def _v4v6_checks(ck, label, v, raw):
+    for name, why in (("ipaddr", "is an IPv4 endpoint address; a v4v6 tunnel runs over the WAN's IPv6 "
+                                "address (set wan_device to choose the device)"),
+                      ("tos", "sets the outer IPv4 header's TOS; a v4v6 tunnel's outer header is IPv6"),
+                      ("private_range", "describes IPv4 NATs in front of an IPv4 endpoint; a v4v6 tunnel "
+                                        "has an IPv6 endpoint")):
+        if name in raw and not (name == "tos" and v.get("tos") == 0):
+            ck.add("%s: option '%s' does not go with tunnel_mode 'v4v6': it %s" % (label, name, why))
+    n = v.get("prefix_len")
+    if isinstance(n, int) and n > 32:
+        ck.add("%s: option 'prefix_len' = '%d': tunnel_mode 'v4v6' delegates an IPv4 prefix, so the "
+               "length must be 32 or less (e.g. 28)" % (label, n))
 
 
 def _int_shown(name, n, raw):

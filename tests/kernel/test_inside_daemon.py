@@ -153,6 +153,58 @@ def test_auto_picks_the_kernel_and_tsp_v6v4_runs_on_sit(umllab):
     assert sit_details(lab, st["ifname"])[0] is None, "the sit device outlived the daemon"
 
 
+def test_tsp_v4v6_on_a_real_ip6tnl(request):
+    """TSP v4v6 with dataplane 'kernel': IPv4 in IPv6 on the kernel's ip6tnl (proto 4), the
+    broker's side the reference broker's userspace raw IPv6 protocol-4 socket. The WAN is
+    IPv6 only; the LAN host (addressed from the delegated IPv4 prefix, as dnsmasq's DHCPv4
+    would) reaches the IPv4 host behind the broker; a WAN IPv6 change moves the broker's
+    endpoint; stop removes the ip6tnl device, addresses and routes."""
+    from tests.e2e.test_e2e_v4v6 import ipv6_only_wan, lan_host_up, our_tunnel, reaches_v4host, v4v6_daemon
+    from tests.kernel.umllab import UmlLab
+    from tests.tsp_broker import example_config, start_tsp_broker
+
+    lab = UmlLab(v6wan=True)
+    lab.build()
+    request.addfinalizer(lab.teardown)
+    ipv6_only_wan(lab)
+    broker = start_tsp_broker(lab, example_config(listen6=lab.addrs["broker6"]))
+    d = v4v6_daemon(lab, dataplane="kernel").start()
+    try:
+        st = d.wait_status(kernel_up(lambda s: s["state"] == "up" and s.get("lan4")), timeout=40,
+                           what="v4v6 tunnel up with a delegated IPv4 prefix")
+        assert st["dataplane"] == "kernel" and st["tsp"]["tunnel_type"] == "v4v6"
+        idx, link = sit_details(lab, st["ifname"])
+        assert idx is not None and "ip6tnl ipip" in link, link
+        assert "remote %s local %s" % (lab.addrs["broker6"], lab.addrs["cpe_wan6"]) in link, link
+        addrs = lab.run("cpe", ["ip", "-4", "-o", "addr", "show", "dev", st["ifname"]]).stdout
+        assert st["tunnel_addresses"]["local"] in addrs, addrs
+        pfx, host = lan_host_up(lab, st)
+        reaches_v4host(lab, pfx, host, timeout=20)
+        assert our_tunnel(broker, st)["endpoint"] == lab.addrs["cpe_wan6"]
+        stats = lab.run("cpe", ["cat", "/sys/class/net/%s/statistics/tx_packets" % st["ifname"]]).stdout
+        assert int(stats) > 0  # the ip6tnl device carried it, not a userspace plane
+
+        sessions = st["tsp"]["sessions"]
+        lab.set_wan_address6("2001:db8:c0::3/64")
+        st = d.wait_status(lambda s: s["state"] == "up" and s["wan"]["local_ipv6"] == "2001:db8:c0::3"
+                           and s["tsp"]["sessions"] > sessions, timeout=30,
+                           what="a new session from the WAN's new IPv6 address")
+        assert our_tunnel(broker, st)["endpoint"] == "2001:db8:c0::3"
+        idx, link = sit_details(lab, st["ifname"])
+        assert "local 2001:db8:c0::3" in link, link
+        pfx, host = lan_host_up(lab, st)
+        reaches_v4host(lab, pfx, host, timeout=20)
+    finally:
+        rc = d.stop()
+        log = d.log()
+        d.cleanup()
+    assert rc == 0, log[-3000:]
+    assert sit_details(lab, st["ifname"])[0] is None, "the ip6tnl device outlived the daemon"
+    left4 = lab.run("cpe", ["ip", "-4", "-o", "addr", "show"]).stdout + lab.run(
+        "cpe", ["ip", "-4", "route", "show", "table", "all"]).stdout
+    assert "203.0.113." not in left4 and "default" not in left4, left4
+
+
 def test_tic_heartbeat_tunnel_on_a_real_sit_follows_wan_change(umllab):
     """SixXS mode ('tic'), tunnel T3740 of the reference PoP (6in4-heartbeat): TIC over
     STARTTLS, the 6in4 part on the kernel's sit; a WAN change sends a heartbeat at once

@@ -7,6 +7,8 @@ lab's nftables pieces are replaced:
   (/proc/net/snmp6 Icmp6InEchos). It counts echo requests from any source; in these tests
   only the LAN host sends them, and the per-prefix check is kept by pinging from an
   address inside the prefix.
+- the IPv4 host's echo-request counter (v6wan labs, v4host_counter): the namespace's ICMP
+  statistics (/proc/net/snmp Icmp InEchos), same caveat.
 - NAT: not available (nat=True raises).
 """
 
@@ -32,3 +34,11 @@ class UmlLab(Lab):
                 return int(parts[1])
         raise LabError("Icmp6InEchos missing from the v6 host's /proc/net/snmp6")
 
+
+    def v4host_counter(self, prefix=None):
+        """ICMP (IPv4) echo requests the v6 host has received (any source; see above)."""
+        out = self.run("v6host", ["cat", "/proc/net/snmp"]).stdout
+        lines = [line.split() for line in out.splitlines() if line.startswith("Icmp:")]
+        if len(lines) >= 2 and "InEchos" in lines[0]:
+            return int(lines[1][lines[0].index("InEchos")])
+        raise LabError("Icmp InEchos missing from the v6 host's /proc/net/snmp")

@@ -14,6 +14,17 @@ Addresses (documentation ranges only):
   inet - broker     inet brk0 203.0.113.17/28      broker inet0 203.0.113.18/28
   broker - v6host   broker v6h0 2001:db8:ffff::1/64  v6host eth0 2001:db8:ffff::2/64
 
+With ``v6wan=True`` (one ISP hop only) the WAN path also carries IPv6, routed, no NAT66,
+and the v6 host also has IPv4 (the "IPv4 host behind the broker" for v4v6 tests):
+
+  cpe  - isp        cpe wan0 2001:db8:c0::2/64     isp inside0 2001:db8:c0::1/64
+  isp  - inet       isp outside0 2001:db8:c1::2/64 inet isp0 2001:db8:c1::1/64
+  inet - broker     inet brk0 2001:db8:c2::1/64    broker inet0 2001:db8:c2::2/64
+  broker - v6host   broker v6h0 203.0.113.33/28    v6host eth0 203.0.113.34/28
+
+  inet routes 2001:db8:c0::/48 to the isp, the broker routes it to inet; the v6 host's
+  IPv4 default route points to the broker (which routes the v4v6 pools into its tunnels).
+
 Default routes point toward inet (cpe -> isp -> inet; broker -> inet; v6host -> broker).
 inet routes 192.0.2.0/24 to the isp when there is no NAT; with NAT, every NAT masquerades
 out of its outside0 and nothing routes back to the inside networks (a real NAT).
@@ -155,9 +166,12 @@ class Lab:
     prefix: namespace name prefix (default ``ct<pid>-<n>``); namespaces are ``<prefix>-<role>``.
     """
 
-    def __init__(self, nat=False, nat_hops=1, prefix=None):
+    def __init__(self, nat=False, nat_hops=1, prefix=None, v6wan=False):
         if nat_hops not in (1, 2):
             raise ValueError("nat_hops must be 1 or 2")
+        if v6wan and nat and nat_hops == 2:
+            raise ValueError("v6wan needs a single ISP hop")
+        self.v6wan = bool(v6wan)
         self.nat = bool(nat)
         self.nat_hops = nat_hops if self.nat else 0
         with _lock:
@@ -215,6 +229,16 @@ class Lab:
             a["isp1_outside"] = "198.51.100.130"
             a["isp2_inside"] = "198.51.100.129"
         a["public"] = a["isp_outside"] if self.nat else a["cpe_wan"]
+        if self.v6wan:
+            a["cpe_wan6_cidr"] = "2001:db8:c0::2/64"
+            a["cpe_wan6"] = "2001:db8:c0::2"
+            a["cpe_gw6"] = "2001:db8:c0::1"
+            a["isp_outside6"] = "2001:db8:c1::2"
+            a["inet_isp6"] = "2001:db8:c1::1"
+            a["inet_broker6"] = "2001:db8:c2::1"
+            a["broker6"] = "2001:db8:c2::2"
+            a["broker_v4host"] = "203.0.113.33"
+            a["v4host"] = "203.0.113.34"
         self.addrs = a
 
         first_isp, last_isp = self.isp_roles[0], self.isp_roles[-1]
@@ -273,6 +297,30 @@ class Lab:
             "link set eth0 up",
             "route add ::/0 via 2001:db8:ffff::1 dev eth0",
         ]
+        if self.v6wan:
+            cmds["cpe"] += [
+                "addr add 2001:db8:c0::2/64 dev wan0",
+                "route add ::/0 via 2001:db8:c0::1 dev wan0",
+            ]
+            cmds["isp"] += [
+                "addr add 2001:db8:c0::1/64 dev inside0",
+                "addr add 2001:db8:c1::2/64 dev outside0",
+                "route add ::/0 via 2001:db8:c1::1 dev outside0",
+            ]
+            cmds["inet"] += [
+                "addr add 2001:db8:c1::1/64 dev isp0",
+                "addr add 2001:db8:c2::1/64 dev brk0",
+                "route add 2001:db8:c0::/48 via 2001:db8:c1::2 dev isp0",
+            ]
+            cmds["broker"] += [
+                "addr add 2001:db8:c2::2/64 dev inet0",
+                "route add 2001:db8:c0::/48 via 2001:db8:c2::1 dev inet0",
+                "addr add 203.0.113.33/28 dev v6h0",
+            ]
+            cmds["v6host"] += [
+                "addr add 203.0.113.34/28 dev eth0",
+                "route add default via 203.0.113.33 dev eth0",
+            ]
         self._cmds = cmds
 
         routers = {"cpe", "inet", "broker"} | set(self.isp_roles)
@@ -393,6 +441,9 @@ class Lab:
         """Carrier on every lab link (linkwatch can lag ~1 s, the bridge too) and an IPv6
         link-local address on the links that carry IPv6, so the lab is usable on return."""
         v6 = [("lan", "eth0"), ("cpe", "br-lan"), ("broker", "v6h0"), ("v6host", "eth0")]
+        if self.v6wan:
+            v6 += [("cpe", "wan0"), ("isp", "inside0"), ("isp", "outside0"), ("inet", "isp0"), ("inet", "brk0"),
+                   ("broker", "inet0")]
         script = []
         for r in self.roles:
             script.append("echo '@%s'; ip -n %s -o link show up" % (r, self.ns[r]))
@@ -597,6 +648,36 @@ class Lab:
         if not self.nat:
             self.addrs["public"] = str(iface.ip)
 
+    def set_wan_address6(self, new_cidr):
+        """Renumber the cpe's WAN IPv6 address (v6wan labs): the old address goes, the new
+        one (inside 2001:db8:c0::/48, which the isp and inet route to the cpe) comes.
+        When it is outside the current /64, the isp gets ::1 of the new /64 and the cpe's
+        IPv6 default route points there."""
+        import ipaddress
+
+        if not self.v6wan:
+            raise LabError("set_wan_address6 needs a lab with v6wan=True")
+        iface = ipaddress.IPv6Interface(new_cidr)
+        if not iface.network.subnet_of(ipaddress.IPv6Network("2001:db8:c0::/48")):
+            raise LabError("%s is not inside 2001:db8:c0::/48" % new_cidr)
+        gw = str(iface.network.network_address + 1)
+        have = self.run("isp", ["ip", "-6", "-o", "addr", "show", "dev", "inside0"]).stdout
+        if " %s/" % gw not in have:
+            self.run("isp", ["ip", "addr", "add", "%s/%d" % (gw, iface.network.prefixlen), "dev", "inside0",
+                             "nodad"])
+        old = self.addrs["cpe_wan6_cidr"]
+        _ip_batch(
+            [
+                "addr add %s dev wan0 nodad" % iface.with_prefixlen,
+                "addr del %s dev wan0" % old,
+                "route replace ::/0 via %s dev wan0" % gw,
+            ],
+            netns=self.ns["cpe"],
+        )
+        self.addrs["cpe_wan6_cidr"] = iface.with_prefixlen
+        self.addrs["cpe_wan6"] = str(iface.ip)
+        self.addrs["cpe_gw6"] = gw
+
     def set_nat_public(self, ip):
         """Change the outermost NAT's public address: add `ip` (in 203.0.113.0/28, or a CIDR) to
         its outside0, SNAT to it instead of masquerading, and flush its conntrack table."""
@@ -686,10 +767,13 @@ class Lab:
         r = self.run(src_ns, argv + [dst], check=False, timeout=count * (timeout + 1) + 5)
         return r.returncode == 0
 
-    def ping4(self, src_ns, dst, count=1, timeout=2):
+    def ping4(self, src_ns, dst, count=1, timeout=2, src=None):
+        argv = ["ping", "-4", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", str(timeout)]
+        if src:
+            argv += ["-I", src]
         r = self.run(
             src_ns,
-            ["ping", "-4", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", str(timeout), dst],
+            argv + [dst],
             check=False,
             timeout=count * (timeout + 1) + 5,
         )
@@ -716,6 +800,31 @@ class Lab:
                 )
                 self._counters[net] = name
                 return 0
+        r = self.run("v6host", ["nft", "-j", "list", "counter", "inet", "ctlab", name])
+        for item in json.loads(r.stdout).get("nftables", []):
+            if "counter" in item:
+                return int(item["counter"]["packets"])
+        raise LabError("nft counter %s not found" % name)
+
+    def v4host_counter(self, prefix):
+        """Packets of ICMP (IPv4) echo requests that reached the v6 host's IPv4 address
+        (v6wan labs) from inside `prefix`. The first call for a prefix installs the
+        counting rule and returns 0: call it once before sending."""
+        import ipaddress
+
+        net = str(ipaddress.IPv4Network(prefix))
+        key = "v4:" + net
+        name = self._counters.get(key)
+        if name is None:
+            name = "echo4_%d" % len(self._counters)
+            self.nft(
+                "v6host",
+                "add counter inet ctlab %s\n"
+                'add rule inet ctlab input ip saddr %s icmp type echo-request counter name "%s"\n'
+                % (name, net, name),
+            )
+            self._counters[key] = name
+            return 0
         r = self.run("v6host", ["nft", "-j", "list", "counter", "inet", "ctlab", name])
         for item in json.loads(r.stdout).get("nftables", []):
             if "counter" in item:

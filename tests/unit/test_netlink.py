@@ -469,3 +469,88 @@ def test_sit_requests_encoding():
             nl.sit_set_endpoints("nosuchdev", None, "192.0.2.3")
     finally:
         nl._ipr = None
+
+
+# ------------------------------------------------------------- IPv6 WAN (TSP v4v6)
+
+def test_parse_rtnl_ipv6_family():
+    a6 = b"\x20\x01\x0d\xb8" + b"\0" * 11 + b"\x02"
+    addr6 = _nlmsg(20, struct.pack("=BBBBI", 10, 64, 0x40, 0, 5) + _rta(1, a6) + _rta(8, struct.pack("=I", 0x240)))
+    ll = _nlmsg(20, struct.pack("=BBBBI", 10, 64, 0x80, 253, 5) + _rta(1, b"\xfe\x80" + b"\0" * 13 + b"\x01"))
+    addr4 = _nlmsg(20, struct.pack("=BBBBI", 2, 24, 0, 0, 5) + _rta(2, bytes([192, 0, 2, 1])))
+    gw6 = b"\x20\x01\x0d\xb8" + b"\0" * 11 + b"\x01"
+    route6 = _nlmsg(24, struct.pack("=BBBBBBBBI", 10, 0, 0, 0, 254, 3, 0, 1, 0)
+                    + _rta(5, gw6) + _rta(4, struct.pack("=I", 5)))
+    data = addr6 + ll + addr4 + route6
+    msgs = parse_rtnl(data, nlmod.AF_INET6)
+    assert [m["type"] for m in msgs] == [20, 20, 24]  # the IPv4 address is skipped
+    assert msgs[0]["addr"] == "2001:db8::2" and msgs[0]["aflags"] == 0x240 and msgs[0]["scope"] == 0
+    assert msgs[1]["addr"] == "fe80::1" and msgs[1]["aflags"] == 0x80 and msgs[1]["scope"] == 253
+    assert msgs[2]["gateway"] == "2001:db8::1" and msgs[2]["oif"] == 5 and msgs[2]["dst_len"] == 0
+    # the default family still skips IPv6, as before
+    assert [m["type"] for m in parse_rtnl(data)] == [20]
+    # an IPv6 message with a 4-byte address or gateway is malformed
+    with pytest.raises(RemoteProtocolError):
+        parse_rtnl(_nlmsg(20, struct.pack("=BBBBI", 10, 64, 0, 0, 5) + _rta(1, b"\1\2\3\4")), nlmod.AF_INET6)
+    with pytest.raises(RemoteProtocolError):
+        parse_rtnl(_nlmsg(24, struct.pack("=BBBBBBBBI", 10, 0, 0, 0, 254, 3, 0, 1, 0) + _rta(5, b"\1\2\3\4")),
+                   nlmod.AF_INET6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([20, 21, 24, 25]), st.binary(max_size=80), st.integers(0, 200))
+def test_parse_rtnl_ipv6_fuzz_typed(mtype, body, cut):
+    data = _nlmsg(mtype, body)
+    data = data[:16 + cut] if cut < len(body) else data
+    try:
+        for m in parse_rtnl(data, nlmod.AF_INET6):
+            assert m["type"] == mtype
+    except RemoteProtocolError as e:
+        assert e.reason
+
+
+@pytest.mark.lab
+def test_wan_monitor_ipv6_and_wan_addresses(ns, nl):
+    for dev in ("va", "vb"):
+        _ip(ns, "link", "set", dev, "up")
+    mon = WanMonitor("va", netns=ns, family=6)
+    try:
+        _settle(mon)  # link-local notifications of the links just brought up
+        # a tentative address (DAD pending on a link that is down) is not reported
+        # nor usable; once DAD is off for it (nodad) it is both
+        _ip(ns, "link", "set", "va", "down")
+        nl.addr_add("va", "2001:db8:9::1", 64)
+        ev = _settle(mon)
+        assert not [e for e in ev if e[0] == "addr-add" and e[2] == "2001:db8:9::1"], ev
+        assert nl.ipv6_wan_addrs("va") == []
+        _ip(ns, "link", "set", "va", "up")
+        _ip(ns, "addr", "add", "2001:db8:9::2/64", "dev", "va", "nodad")
+        ev = _collect(mon, [("addr-add", "va", "2001:db8:9::2")])
+        assert ("addr-add", "va", "2001:db8:9::2") in ev
+        assert not [e for e in ev if e[0].startswith("addr") and e[2].startswith("fe80:")], ev
+        assert "2001:db8:9::2" in nl.ipv6_wan_addrs("va")
+        # another device's address is not the WAN's
+        _ip(ns, "addr", "add", "2001:db8:8::1/64", "dev", "vb", "nodad")
+        assert not [e for e in _settle(mon) if "2001:db8:8::1" in e]
+        # deprecated (preferred lifetime 0): reported (the usable set changed), not usable
+        _ip(ns, "addr", "change", "2001:db8:9::2/64", "dev", "va", "preferred_lft", "0")
+        ev = _collect(mon, [("addr-add", "va", "2001:db8:9::2")])
+        assert ("addr-add", "va", "2001:db8:9::2") in ev
+        assert "2001:db8:9::2" not in nl.ipv6_wan_addrs("va")
+        _ip(ns, "addr", "del", "2001:db8:9::2/64", "dev", "va")
+        ev = _collect(mon, [("addr-del", "va", "2001:db8:9::2")])
+        assert ("addr-del", "va", "2001:db8:9::2") in ev
+        # the IPv6 default route and default_route_v6()
+        _ip(ns, "addr", "add", "2001:db8:9::3/64", "dev", "va", "nodad")
+        _ip(ns, "-6", "route", "add", "default", "via", "2001:db8:9::ff", "dev", "va")
+        ev = _collect(mon, [("route-default", "va")])
+        assert ("route-default", "va") in ev
+        assert nl.default_route_v6() == ("2001:db8:9::ff", "va")
+        assert nl.default_route_v4() == (None, None)
+        _ip(ns, "-6", "route", "del", "default", "via", "2001:db8:9::ff", "dev", "va")
+        ev = _collect(mon, [("route-default", None)])
+        assert ("route-default", None) in ev
+    finally:
+        mon.close()
+    with pytest.raises(ValueError):
+        WanMonitor("va", netns=ns, family=5)
