@@ -72,16 +72,25 @@ def format_status(st, now=None):
         row("Since", "%s (%s)" % (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st["since"])),
                                   _age(now - st["since"])))
     wan = st.get("wan") or {}
-    row("WAN", "%s on %s" % (wan.get("local_ipv4") or "no IPv4 address", wan.get("device") or "?"))
+    v4v6 = st.get("tunnel_family") == "ipv4"  # IPv4 in IPv6: the WAN is IPv6
+    if v4v6:
+        row("WAN", "%s on %s" % (wan.get("local_ipv6") or "no IPv6 address", wan.get("device") or "?"))
+    else:
+        row("WAN", "%s on %s" % (wan.get("local_ipv4") or "no IPv4 address", wan.get("device") or "?"))
     pub = wan.get("public_ipv4")
     if pub:
         row("Public IPv4", "%s%s" % (pub, " (behind NAT)" if wan.get("nat_detected") else ""))
     b = st.get("broker") or {}
-    row("Broker", b.get("ipv4"))
+    row("Broker", b.get("ipv6") if v4v6 else b.get("ipv4"))
     row("Update URL", b.get("update_url"))
     t = st.get("tunnel_addresses") or {}
-    row("Tunnel IPv6", "%s, broker side %s" % (t.get("local"), t.get("remote")) if t else None)
-    row("Delegated", ", ".join(st.get("delegated_prefixes") or []) or None)
+    row("Tunnel IPv4" if v4v6 else "Tunnel IPv6",
+        "%s, broker side %s" % (t.get("local"), t.get("remote")) if t else None)
+    row("Delegated", ", ".join((st.get("delegated_prefixes") or []) + (st.get("delegated_prefixes4") or []))
+        or None)
+    lan4 = st.get("lan4") or {}
+    if lan4:
+        row("LAN IPv4", "%s on %s" % (lan4.get("address"), lan4.get("interface")))
     for lan in st.get("lans") or []:
         desc = "%s on %s" % (lan.get("prefix") or "no prefix", lan.get("interface"))
         if lan.get("ra"):

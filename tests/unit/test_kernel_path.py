@@ -17,7 +17,7 @@ from tests.kernel import runner
 pytestmark = pytest.mark.lab
 
 INNER_TIMEOUT = 240  # s for the inner pytest run; the VM as a whole gets 60 s more
-INNER_TESTS = 6      # tests in tests/kernel/test_inside_*.py: all must run, none skip
+INNER_TESTS = 9      # tests in tests/kernel/test_inside_*.py: all must run, none skip
 
 
 def _skip_unless_vm_can_start(res=None):

@@ -165,6 +165,21 @@ def test_format_status_plain_words():
     assert "(10 s ago)" in text
 
 
+def test_format_status_for_ipv4_in_ipv6():
+    st = {"state": "up", "reason": "tunnel up", "tunnel": "v4", "mode": "tsp", "tunnel_family": "ipv4",
+          "wan": {"device": "wan0", "local_ipv4": None, "local_ipv6": "2001:db8:c1::2"},
+          "broker": {"ipv4": "203.0.113.65", "ipv6": "2001:db8:c2::2"},
+          "tunnel_addresses": {"local": "203.0.113.66/32", "remote": "203.0.113.65", "family": "ipv4"},
+          "delegated_prefixes": [], "delegated_prefixes4": ["203.0.113.128/28"],
+          "lan4": {"interface": "br-lan", "address": "203.0.113.129/28"}}
+    text = format_status(st, now=1000.0)
+    assert "WAN:               2001:db8:c1::2 on wan0" in text
+    assert "Broker:            2001:db8:c2::2" in text
+    assert "Tunnel IPv4:       203.0.113.66/32, broker side 203.0.113.65" in text
+    assert "Delegated:         203.0.113.128/28" in text
+    assert "LAN IPv4:          203.0.113.129/28 on br-lan" in text
+
+
 def test_format_status_shows_tsp_and_sixxs_details():
     st = {"state": "up", "reason": "tunnel up", "tunnel": "t", "mode": "tsp",
           "tsp": {"tunnel_type": "v6udpv4", "requested": "v6anyv4", "sessions": 2, "transport": "udp",
