@@ -353,7 +353,13 @@ class TspSession:
         self.runner.unconfigure(now)
         self.offer = None
         self.last_error = "the tunnel stopped answering; starting a new TSP session"
-        self.retry_at = now + self.backoff.next_delay() * 0.5
+        # The first loss since the tunnel came up: a new session at once (the usual cause
+        # is a NAT that changed its address or dropped the mapping, and every second
+        # counts). Losses in a row without a working tunnel in between back off.
+        first = self.backoff.attempts == 0
+        self.retry_at = now + (0.0 if first else self.backoff.next_delay() * 0.5)
+        if first:
+            self.backoff.next_delay()  # the next loss in a row waits
         self.runner.sup.state_changed(now)
 
     def reconnect(self, now):

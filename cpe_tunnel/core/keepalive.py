@@ -12,16 +12,23 @@
 #   also due when nothing came in for `interval` seconds, counted from max(last_rx, last
 #   echo sent), so a peer that died under outbound-only traffic is still noticed. Inbound
 #   traffic does not count as a reply: alive changes only with echo replies.
-# - Each echo gets `answer_timeout` (default min(interval, 5 s)) to be answered. An echo
-#   not answered in time is a miss. After a miss the link is probed again at once and
-#   then every answer_timeout, traffic or not, until a reply arrives.
+# - Each echo gets an answer timeout, fixed at the time it is sent, to be answered. An
+#   echo not answered in time is a miss. After a miss the link is probed again at once
+#   and then every answer timeout, traffic or not, until a reply arrives.
+# - The answer timeout: `answer_timeout` when the caller fixes it; else it adapts to the
+#   round trips measured, like TCP's retransmission timeout (RFC 6298): srtt + 4 rttvar,
+#   at least MIN_ANSWER_TIMEOUT (1 s, RFC 4861's RetransTimer), at most min(interval, 5 s),
+#   which is also the value before the first answer. A link with millisecond round trips
+#   is thus declared dead about interval + 3 s after it died, one with a slow or
+#   bufferbloated path gets the time it needs (late answers also count: see below).
 # - `misses_allowed` misses in a row mark the peer not alive; any reply (also a late one
 #   to one of the last few echoes) marks it alive and ends the probing.
 # - Sequence numbers count up from 1 and wrap at 16 bits.
 
 from cpe_tunnel.core.errors import LocalProtocolError
 
-DEFAULT_ANSWER_TIMEOUT = 5
+DEFAULT_ANSWER_TIMEOUT = 5  # the cap, and the timeout before any round trip was measured
+MIN_ANSWER_TIMEOUT = 1
 _REMEMBER = 8  # echoes remembered for late replies
 
 
@@ -33,16 +40,27 @@ class Keepalive:
             raise LocalProtocolError("misses_allowed must be an integer >= 1")
         if not isinstance(ident, int) or isinstance(ident, bool) or not 0 <= ident <= 0xFFFF:
             raise LocalProtocolError("echo identifier must be an integer from 0 to 65535")
-        if answer_timeout is None:
-            answer_timeout = interval if interval < DEFAULT_ANSWER_TIMEOUT else DEFAULT_ANSWER_TIMEOUT
-        elif (not isinstance(answer_timeout, (int, float))) or isinstance(answer_timeout, bool) \
-                or answer_timeout <= 0:
+        if answer_timeout is not None and ((not isinstance(answer_timeout, (int, float)))
+                                           or isinstance(answer_timeout, bool) or answer_timeout <= 0):
             raise LocalProtocolError("answer timeout must be a number > 0")
         self.interval = interval
         self.misses_allowed = misses_allowed
         self.ident = ident
-        self.answer_timeout = answer_timeout
+        self.fixed_timeout = answer_timeout
+        self.max_timeout = interval if interval < DEFAULT_ANSWER_TIMEOUT else DEFAULT_ANSWER_TIMEOUT
         self.reset(None)
+
+    @property
+    def answer_timeout(self):
+        """The time the next echo gets to be answered (seconds)."""
+        if self.fixed_timeout is not None:
+            return self.fixed_timeout
+        if self.srtt is None:
+            return self.max_timeout
+        t = self.srtt + 4 * self.rttvar
+        if t < MIN_ANSWER_TIMEOUT:
+            t = MIN_ANSWER_TIMEOUT
+        return t if t < self.max_timeout else self.max_timeout
 
     def reset(self, now):
         """Forget all history (tunnel re-established); the next echo is due at once."""
@@ -51,10 +69,11 @@ class Keepalive:
         self.answered = 0
         self.missed_in_a_row = 0
         self.rtt_ms = None
+        self.srtt = self.rttvar = None  # seconds (RFC 6298)
         self._last_reply = None
         self._last_echo = None
         self._seq = 0
-        # [seq, sent_at, counted_as_missed], oldest first
+        # [seq, sent_at, counted_as_missed, answer deadline], oldest first
         self._echoes = []
 
     @property
@@ -88,7 +107,7 @@ class Keepalive:
         e = self._in_flight()
         if e is not None:
             # waiting for an answer; the quiet deadline is never earlier than this
-            return e[1] + self.answer_timeout
+            return e[3]
         if self.missed_in_a_row:
             return self._last_echo + self.answer_timeout
         return self._quiet_deadline(last_tx, last_rx)
@@ -98,7 +117,7 @@ class Keepalive:
         if not self.enabled:
             return []
         for e in self._echoes:
-            if not e[2] and now >= e[1] + self.answer_timeout:
+            if not e[2] and now >= e[3]:
                 e[2] = True
                 self.missed_in_a_row += 1
                 if self.missed_in_a_row >= self.misses_allowed:
@@ -114,7 +133,7 @@ class Keepalive:
         if not due:
             return []
         self._seq = (self._seq + 1) & 0xFFFF
-        self._echoes.append([self._seq, now, False])
+        self._echoes.append([self._seq, now, False, now + self.answer_timeout])
         if len(self._echoes) > _REMEMBER:
             self._echoes = self._echoes[len(self._echoes) - _REMEMBER:]
         self._last_echo = now
@@ -132,8 +151,16 @@ class Keepalive:
                 self.missed_in_a_row = 0
                 self.alive = True
                 self._last_reply = now
-                rtt = (now - e[1]) * 1000.0
-                self.rtt_ms = rtt if rtt > 0 else 0.0
+                rtt = now - e[1]
+                if rtt < 0:
+                    rtt = 0.0
+                self.rtt_ms = rtt * 1000.0
+                if self.srtt is None:
+                    self.srtt, self.rttvar = rtt, rtt / 2
+                else:
+                    d = self.srtt - rtt
+                    self.rttvar = 0.75 * self.rttvar + 0.25 * (d if d >= 0 else -d)
+                    self.srtt = 0.875 * self.srtt + 0.125 * rtt
                 return True
         return False
 
@@ -147,4 +174,5 @@ class Keepalive:
             "sent": self.sent,
             "answered": self.answered,
             "missed_in_a_row": self.missed_in_a_row,
+            "answer_timeout": self.answer_timeout,
         }

@@ -85,33 +85,77 @@ def test_last_rx_detects_dead_peer_under_outbound_traffic():
 
 def test_misses_mark_dead_and_probe_fast():
     k = Keepalive(60, misses_allowed=3)
-    assert k.answer_timeout == 5
+    assert k.answer_timeout == 5  # nothing measured yet: the cap
     assert k.handle_timer(0.0, None) == [1]
     assert k.on_echo_reply(0.02, 1)
+    # a 20 ms round trip: the next echo gets the minimum, 1 s (RFC 6298 style, floor 1 s)
+    assert k.answer_timeout == 1
     assert k.handle_timer(59.9, None) == []
     assert k.handle_timer(60.0, None) == [2]
-    assert k.get_timer(None) == 65.0
+    assert k.get_timer(None) == 61.0
     # unanswered: probe again at once, even though traffic flows
-    assert k.handle_timer(65.0, 64.9) == [3]
-    st = k.status(65.0)
+    assert k.handle_timer(61.0, 60.9) == [3]
+    st = k.status(61.0)
     assert st["alive"] is True and st["missed_in_a_row"] == 1
-    assert k.get_timer(64.9) == 70.0
-    assert k.handle_timer(70.0, 69.9) == [4]
-    assert k.status(70.0)["alive"] is True
-    assert k.handle_timer(75.0, 74.9) == [5]
-    st = k.status(75.0)
+    assert k.get_timer(60.9) == 62.0
+    assert k.handle_timer(62.0, 61.9) == [4]
+    assert k.status(62.0)["alive"] is True
+    assert k.handle_timer(63.0, 62.9) == [5]
+    st = k.status(63.0)
+    # dead interval + 3 s after the last answer: 3 misses of 1 s each
     assert st["alive"] is False and st["missed_in_a_row"] == 3
-    assert k.handle_timer(80.0, 79.9) == [6]
-    assert k.status(80.0)["missed_in_a_row"] == 4
+    assert k.handle_timer(64.0, 63.9) == [6]
+    assert k.status(64.0)["missed_in_a_row"] == 4
     # the peer answers: alive again, back to the quiet interval
-    assert k.on_echo_reply(81.0, 6) is True
-    st = k.status(81.0)
+    assert k.on_echo_reply(65.0, 6) is True
+    st = k.status(65.0)
     assert st["alive"] is True and st["missed_in_a_row"] == 0 and abs(st["rtt_ms"] - 1000.0) < 1e-6
     assert st["sent"] == 6 and st["answered"] == 2
-    assert k.get_timer(80.5) == 140.5
-    assert k.on_echo_reply(81.1, 6) is False  # counted once
-    assert k.on_echo_reply(81.1, 999) is False
-    assert k.status(81.2)["answered"] == 2
+    assert k.get_timer(64.5) == 124.5
+    assert k.on_echo_reply(65.1, 6) is False  # counted once
+    assert k.on_echo_reply(65.1, 999) is False
+    assert k.status(65.2)["answered"] == 2
+
+
+def test_answer_timeout_adapts_to_the_round_trip():
+    k = Keepalive(30)
+    t = 0.0
+    # a slow path: 1.5 s round trips; the timeout grows to cover them (srtt + 4 rttvar)
+    for _ in range(20):
+        seqs = k.handle_timer(t)
+        assert len(seqs) == 1
+        k.on_echo_reply(t + 1.5, seqs[0])
+        t = k.get_timer(None)
+    assert abs(k.srtt - 1.5) < 1e-6
+    assert k.answer_timeout >= 1.5 and k.answer_timeout <= 5
+    assert k.status(t)["missed_in_a_row"] == 0 and k.status(t)["alive"] is True
+    # jittery round trips (0.5 to 3.5 s) push it to the cap, 5 s, and no further
+    for i in range(20):
+        seqs = k.handle_timer(t)
+        k.on_echo_reply(t + (0.5 if i % 2 else 3.5), seqs[0])
+        t = k.get_timer(None)
+    assert k.answer_timeout == 5
+    assert k.status(t)["alive"] is True
+    # a fixed timeout is not adapted
+    f = Keepalive(30, answer_timeout=2)
+    f.handle_timer(0.0)
+    f.on_echo_reply(0.001, 1)
+    assert f.answer_timeout == 2
+    # an interval below the floor caps the timeout at the interval
+    assert Keepalive(0.5).answer_timeout == 0.5
+
+
+def test_slow_answers_are_not_misses_after_adapting():
+    """A path with 2.5 s round trips (bufferbloat): once measured, echoes wait long
+    enough, so the tunnel is not declared dead while the peer answers."""
+    k = Keepalive(30)
+    t = 0.0
+    for _ in range(10):
+        seqs = k.handle_timer(t)
+        for s in seqs:
+            k.on_echo_reply(t + 2.5, s)
+        t = max(k.get_timer(None), t + 2.5)
+    assert k.status(t)["alive"] is True
 
 
 def test_late_reply_counts():
