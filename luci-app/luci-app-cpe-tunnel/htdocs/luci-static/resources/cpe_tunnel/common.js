@@ -967,10 +967,10 @@ function fields() {
 				'userspace': _('userspace (TUN device)')
 			  } },
 			{ tab: 'advanced', name: 'mtu', title: _('MTU') },
-			{ tab: 'advanced', name: 'ttl', title: _('TTL'), description: _('Of the outer IPv4 header.') },
-			{ tab: 'advanced', name: 'tos', title: _('TOS'), description: _('Of the outer IPv4 header.') },
+			{ tab: 'advanced', name: 'ttl', title: _('TTL'), description: _('Of the outer IPv4 header (v4v6: hop limit of the outer IPv6 header).') },
+			{ tab: 'advanced', name: 'tos', title: _('TOS'), description: _('Of the outer IPv4 header (not for v4v6).') },
 			{ tab: 'advanced', name: 'defaultroute', title: _('Default route'),
-			  description: _('Add an IPv6 default route through the tunnel.') },
+			  description: _('Add an IPv6 default route through the tunnel (v4v6: an IPv4 default route).') },
 			{ tab: 'advanced', name: 'keepalive_interval', title: _('Keepalive interval'),
 			  description: _('Seconds between keepalive echoes through the tunnel; they keep NAT state alive and find a dead tunnel. 0 turns them off.') }
 		],
