@@ -90,6 +90,7 @@ class TspSession:
         self.public_ip = None
         self.nat_detected = False
         self.last_error = None
+        self.reconnecting_since = None  # a new session right after a keepalive loss
         self.fallback_udp = False  # protocol 41 did not get through: ask for v6udpv4
         self.sessions = 0
         self.up_since = None
@@ -224,6 +225,7 @@ class TspSession:
         pass
 
     def _ev_tunnel_up(self, now, p):
+        self.reconnecting_since = None
         self.offer = p
         self.backoff.reset()
         self.redirects = 0
@@ -322,6 +324,7 @@ class TspSession:
         pass
 
     def _failed(self, now, message, fatal, code=None):
+        self.reconnecting_since = None
         self.last_error = message
         self._close_socket()
         self.client = None
@@ -350,13 +353,16 @@ class TspSession:
             self.fallback_udp = True
             log.warning("tunnel %s: no answers through the 6in4 tunnel although TSP works: protocol 41 "
                         "seems blocked on the way; asking for IPv6 in UDP (v6udpv4) instead", self.name)
+        # The first loss since the tunnel came up: a new session at once (the usual cause
+        # is a NAT that changed its address or dropped the mapping, and every second
+        # counts), and the supervisor holds the LANs' state while it runs. Losses in a
+        # row without a working tunnel in between back off.
+        first = self.backoff.attempts == 0
+        if first:
+            self.reconnecting_since = now
         self.runner.unconfigure(now)
         self.offer = None
         self.last_error = "the tunnel stopped answering; starting a new TSP session"
-        # The first loss since the tunnel came up: a new session at once (the usual cause
-        # is a NAT that changed its address or dropped the mapping, and every second
-        # counts). Losses in a row without a working tunnel in between back off.
-        first = self.backoff.attempts == 0
         self.retry_at = now + (0.0 if first else self.backoff.next_delay() * 0.5)
         if first:
             self.backoff.next_delay()  # the next loss in a row waits

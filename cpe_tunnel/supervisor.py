@@ -23,6 +23,12 @@ _rand = random.SystemRandom().random
 
 DEBOUNCE_QUIET = 0.05  # a WAN event burst is over after this much quiet ...
 DEBOUNCE_MAX = 0.3  # ... or this long after its first event, whichever comes first
+# When the tunnel stops answering and a new broker session starts at once (a NAT that
+# changed its address), the LANs keep their prefix and default router for this long:
+# a session that is back within it costs the LAN hosts nothing, where withdrawing would
+# cost them the RA spacing (RFC 4861 MIN_DELAY_BETWEEN_RAS, 3 s) and a deprecated
+# address. If it is not back by then, the router withdraws (RFC 7084 G-5, L-13).
+RECONNECT_GRACE = 2.0
 
 
 def peer_of(ip6, plen):
@@ -497,6 +503,12 @@ class TunnelRunner:
                     self.sup.state_changed(now)
 
     # -- status -----------------------------------------------------------
+    def reconnecting(self, now):
+        """True while a new broker session, started at once after the tunnel stopped
+        answering, is under way (for at most RECONNECT_GRACE seconds)."""
+        since = getattr(self.session, "reconnecting_since", None)
+        return since is not None and now - since < RECONNECT_GRACE
+
     def state(self, now):
         """(state, reason) in plain words."""
         if self.fatal:
@@ -731,6 +743,7 @@ class Supervisor:
         self.on_state = on_state
         self._state = None
         self.since = None
+        self._lan_hold = None  # until when the LANs keep their state (RECONNECT_GRACE)
         loop.add_timer_source(self.get_timer, self.handle_timer)
 
     # A slow broker must not keep the LAN without its prefix for long.
@@ -813,9 +826,30 @@ class Supervisor:
         self._apply_lans(now, cfg)
         self.state_changed(now)
 
+    def _hold_lans(self, now):
+        """True when the LANs' state is held: the tunnel is being re-established at once."""
+        if self.tunnel is None or not self.tunnel.reconnecting(now):
+            return False
+        if self._lan_hold is None:
+            self._lan_hold = now + RECONNECT_GRACE
+            log.info("LANs keep their prefix and default router for %.0f s while the tunnel reconnects",
+                     RECONNECT_GRACE)
+        return True
+
+    def _release_hold(self, now):
+        """The hold ended (the tunnel is back, or the grace ran out): the LANs get the
+        tunnel's current prefixes and default-router flag."""
+        self._lan_hold = None
+        self.prefixes_changed(now)
+        up = self.is_up()
+        for p in self.lans:
+            p.set_default_router(now, up)
+
     def prefixes_changed(self, now):
         """The tunnel's delegated prefixes changed (a broker session came or went)."""
         if self.tunnel is not None and self.lans:
+            if not self.tunnel.prefixes and self._hold_lans(now):
+                return
             prefixes = self.tunnel.prefixes
             for port, pfx in zip(self.lans, assign_lan_prefixes([p.cfg for p in self.lans], prefixes)):
                 port.set_prefix(now, pfx)
@@ -842,6 +876,7 @@ class Supervisor:
     def get_timer(self):
         ds = [self.tunnel.get_timer()] if self.tunnel else []
         ds += [p.get_timer() for p in self.lans]
+        ds.append(self._lan_hold)
         ds = [d for d in ds if d is not None]
         return min(ds) if ds else None
 
@@ -854,6 +889,8 @@ class Supervisor:
         # every other change calls state_changed() where it happens. Reading the status
         # never does, so it never emits events.
         self.state_changed(now)
+        if self._lan_hold is not None and now >= self._lan_hold:
+            self._release_hold(now)
 
     # -- state ---------------------------------------------------------------
     def state_changed(self, now):
@@ -863,8 +900,12 @@ class Supervisor:
                 self.since = now
             self._state = (state, reason)
             log.notice("state: %s (%s)", state, reason)
+            if state == "up" and self._lan_hold is not None:
+                self._release_hold(now)  # back within the grace: nothing changes on the LANs
+            hold = state != "up" and self._hold_lans(now)
             for p in self.lans:
-                p.set_default_router(now, state == "up")
+                if not hold:
+                    p.set_default_router(now, state == "up")
                 if state != "starting":
                     p.release(now)
             if self.on_state:
