@@ -206,6 +206,9 @@ class StubTunnel:
     def status(self, now, wall):
         return {}
 
+    def reconnecting(self, now):
+        return False
+
     def get_timer(self):
         return None
 
