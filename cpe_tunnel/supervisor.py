@@ -247,10 +247,7 @@ class TunnelRunner:
     PREFIX4_UNREACHABLE_METRIC = 4096
 
     def _first_lan(self):
-        for lc in self.cfg.get("lans") or []:
-            if lc.get("enabled", True):
-                return lc["interface"]
-        return None
+        return self._first_lan_of(self.cfg)
 
     def _del_addrs4(self):
         if self.lan4 is not None:
