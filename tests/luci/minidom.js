@@ -4,7 +4,7 @@
  * fragments, attributes, classList, events (addEventListener / dispatchEvent /
  * click()), textContent, and querySelector(All) for simple selectors (tag, #id,
  * .class, [attr], [attr=value], descendant combinator, comma lists).
- * Not a browser: no layout, no innerHTML parsing. In Chromium the real DOM is
+ * Not a browser: no layout; innerHTML is a small parser (tags, attributes, entities). In Chromium the real DOM is
  * used instead (tests/luci/page/).
  */
 
@@ -160,6 +160,51 @@ class ClassList {
 
 const FORM_PROPS = [ 'value', 'checked', 'disabled', 'readOnly', 'selected', 'type', 'placeholder', 'name' ];
 
+const ENTITIES = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", nbsp: '\u00a0' };
+const VOID = new Set([ 'area', 'base', 'br', 'col', 'embed', 'hr', 'img', 'input', 'link', 'meta', 'source', 'track', 'wbr' ]);
+
+function decodeEntities(s) {
+	return s.replace(/&(#x[0-9a-f]+|#[0-9]+|[a-z]+);/gi, (m, e) => {
+		if (e[0] === '#')
+			return String.fromCodePoint(e[1] === 'x' || e[1] === 'X' ? parseInt(e.substring(2), 16) : parseInt(e.substring(1), 10));
+		return Object.prototype.hasOwnProperty.call(ENTITIES, e.toLowerCase()) ? ENTITIES[e.toLowerCase()] : m;
+	});
+}
+
+function parseHtml(parent, html) {
+	const doc = parent.ownerDocument;
+	const tagRe = /<(\/?)([a-zA-Z][a-zA-Z0-9-]*)((?:\s+[^\s=>\/]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]+))?)*)\s*(\/?)>/g;
+	const attrRe = /([^\s=>\/]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]+))?/g;
+	let cur = parent, pos = 0, m;
+	const text = t => { if (t) cur.appendChild(doc.createTextNode(decodeEntities(t))); };
+	while ((m = tagRe.exec(html)) !== null) {
+		text(html.substring(pos, m.index));
+		pos = tagRe.lastIndex;
+		const name = m[2].toLowerCase();
+		if (m[1]) {
+			for (let n = cur; n !== parent; n = n.parentNode)
+				if (n.localName === name) {
+					cur = n.parentNode;
+					break;
+				}
+			continue;
+		}
+		const el = doc.createElement(name);
+		let a;
+		attrRe.lastIndex = 0;
+		while ((a = attrRe.exec(m[3])) !== null) {
+			let v = a[2] == null ? '' : a[2];
+			if (v[0] === '"' || v[0] === "'")
+				v = v.substring(1, v.length - 1);
+			el.setAttribute(a[1], decodeEntities(v));
+		}
+		cur.appendChild(el);
+		if (!m[4] && !VOID.has(name))
+			cur = el;
+	}
+	text(html.substring(pos));
+}
+
 class Element extends Node {
 	constructor(doc, tag) {
 		super(doc);
@@ -171,6 +216,14 @@ class Element extends Node {
 		this.style = {};
 		this.dataset = {};
 		this._props = {};
+	}
+
+	/* LuCI's dom.append() puts a bare string child here: it is parsed as HTML.
+	 * A small parser (start/end tags with attributes, text, the common
+	 * entities; enough to see that markup in data became elements). */
+	set innerHTML(html) {
+		this.textContent = '';
+		parseHtml(this, String(html));
 	}
 
 	get localName() { return this.tagName.toLowerCase(); }

@@ -33,6 +33,7 @@
 
 	const record = {
 		translated: new Set(),
+		innerHTML: [],
 		requires: [],
 		rpcDeclares: [],
 		rpcCalls: [],
@@ -116,6 +117,8 @@
 		return x != null && typeof x === 'object' && typeof x.nodeType === 'number';
 	}
 
+	/* the stand-ins' own widgets build their markup with a lenient append
+	 * (nested arrays flattened, null skipped, strings as text) */
 	function append(node, children) {
 		if (children == null)
 			return node;
@@ -128,6 +131,33 @@
 			node.appendChild(children);
 		else
 			node.appendChild(document.createTextNode(String(children)));
+		return node;
+	}
+
+	/* LuCI's dom.append(), branch for branch: in an array each item is a node
+	 * or becomes a text node ('' + item: a nested array or a null item turns
+	 * into the text "a,b" or "null", as in LuCI); a function is called; a bare
+	 * non-node value is set as innerHTML, i.e. parsed as HTML. So text from
+	 * the network must be passed inside an array. This is the E() and the
+	 * dom.append/content the views get. */
+	function viewAppend(node, children) {
+		if (Array.isArray(children)) {
+			for (const c of children) {
+				if (isNode(c))
+					node.appendChild(c);
+				else
+					node.appendChild(document.createTextNode('' + c));
+			}
+			return node;
+		}
+		if (typeof children === 'function')
+			return viewAppend(node, children(node));
+		if (isNode(children))
+			node.appendChild(children);
+		else if (children !== null && children !== undefined) {
+			record.innerHTML.push('' + children);
+			node.innerHTML = '' + children;
+		}
 		return node;
 	}
 
@@ -145,13 +175,15 @@
 		}
 	}
 
-	function E(tag, attr, data) {
+	function makeE(append) {
+		return function E(tag, attr, data) {
 		let node;
 		if (isNode(tag))
 			node = tag;
 		else if (Array.isArray(tag)) {
 			node = document.createDocumentFragment();
-			append(node, tag);
+			for (const t of tag)
+				node.appendChild(isNode(t) ? t : E(t));
 		}
 		else if (typeof tag === 'string' && tag.charAt(0) !== '<')
 			node = document.createElement(tag);
@@ -166,7 +198,11 @@
 			setAttrs(node, attr);
 		append(node, data);
 		return node;
+		};
 	}
+
+	const E = makeE(append);  /* for the stand-ins' own markup */
+	const viewE = makeE(viewAppend);  /* LuCI's E(), for the views */
 
 	const classInstances = new WeakMap();
 
@@ -1239,7 +1275,15 @@
 		uci: uci,
 		poll: poll,
 		ui: ui,
-		dom: dom,
+		dom: Object.assign({}, dom, {
+			create: viewE,
+			append: viewAppend,
+			content(node, children) {
+				while (node.firstChild)
+					node.removeChild(node.firstChild);
+				return viewAppend(node, children);
+			}
+		}),
 		network: network,
 		'tools.widgets': widgets
 	};
@@ -1307,7 +1351,7 @@
 	}
 
 	return {
-		L: L, E: E, _: _, N_: N_, format: format,
+		L: L, E: viewE, _: _, N_: N_, format: format,
 		baseclass: baseclass, view: view, form: form, rpc: rpc, uci: uci, poll: poll, ui: ui,
 		dom: dom, network: network, widgets: widgets,
 		record: record,
@@ -1316,7 +1360,7 @@
 		directives: directives,
 		/* set the globals LuCI defines (E, _, N_, L) on a global object */
 		installGlobals(g) {
-			g.L = L; g.E = E; g._ = _; g.N_ = N_;
+			g.L = L; g.E = viewE; g._ = _; g.N_ = N_;
 		}
 	};
 });

@@ -3,7 +3,8 @@
  * The LuCI views of luci-app-cpe-tunnel run against recording stand-ins of LuCI's
  * client modules (tests/luci/standins.js; not LuCI itself): the status page for
  * sample replies of the daemon (up behind NAT, down with an error, no prefix,
- * TSP with drops, TIC starting, daemon not answering), its polling and Reconnect
+ * TSP with drops and the UDP fallback, TSP v4v6, TIC starting, SixXS waiting for
+ * the clock, a MOTD with markup shown as text, daemon not answering), its polling and Reconnect
  * button; the configuration form (sections, tabs, masking, depends, ISP-locked
  * options read-only and never written, save semantics); the protocol plugin.
  * Run: node --test tests/luci/views.test.js
@@ -62,6 +63,23 @@ test('status: up behind a NAT (real lab reply)', async t => {
 	assert.match(tab['Last broker update'], /^ok: the broker now has 203\.0\.113\.2 as the tunnel endpoint \(\d+ s ago\)$/);
 	assert.equal(tab['Last error'], 'none');
 	assert.equal(tab['Configuration problem'], undefined);
+	/* the 6in4 page as before (and as in docs/luci-status.png): these rows, in this order */
+	assert.deepEqual(Object.keys(tab), [ 'Up for', 'Tunnel', 'WAN', 'NAT', 'Public IPv4', 'Broker', 'Update URL',
+		'Tunnel IPv6', 'Delegated prefix', 'LAN /64s', 'Traffic', 'Last packet', 'Dropped packets', 'Keepalive',
+		'Last broker update', 'Last error' ]);
+	/* each LAN and each drop reason is an element of its own, not "[object ...]" text */
+	assert.equal(node.querySelectorAll('table tr').find(tr => tr.firstChild.textContent === 'LAN /64s')
+		.querySelectorAll('div').length, 1);
+});
+
+test('status: a 6in4 reply of today\'s daemon (answer_timeout, now) looks as before', async t => {
+	withClock(t);
+	const before = statusTable((await renderStatus(sample('status-up-nat.json'))).node);
+	const reply = sample('status-up-nat.json');
+	reply.keepalive.answer_timeout = 1;
+	reply.now = NOW;
+	const after = statusTable((await renderStatus(reply)).node);
+	assert.deepEqual(after, before);
 });
 
 test('status: down with an error (real lab reply, wrong update key)', async t => {
@@ -98,8 +116,12 @@ test('status: TSP fallback, dropped packets, deprecated prefix (synthetic)', asy
 	const { node } = await renderStatus(sample('status-up-tsp-drops.synthetic.json'));
 	const tab = statusTable(node);
 	assert.equal(tab['Broker'], '203.0.113.18, 203.0.113.18:3653');
-	assert.equal(tab['TSP tunnel'], 'v6udpv4 over udp, 2 sessions');
+	assert.equal(tab['TSP tunnel'], 'IPv6 in UDP over IPv4 (v6udpv4), asked for IPv6 in IPv4, or in UDP behind a NAT (v6anyv4); session 2 over UDP');
 	assert.equal(tab['TSP fallback'], 'protocol 41 blocked on the path: using IPv6 in UDP');
+	assert.equal(tab['Keepalive target'], '2001:db8:1::1');
+	assert.equal(tab['NAT'], 'yes: this router is behind a NAT');
+	assert.equal(tab['Tunnel endpoints'], undefined, '6in4: no IPv6 endpoints');
+	assert.equal(tab['LAN IPv4'], undefined);
 	assert.equal(tab['Dropped packets'], 'foreign source: 3truncated IPv6 packet: 1');
 	assert.equal(node.querySelectorAll('table tr')
 		.find(tr => tr.firstChild.textContent === 'Dropped packets').querySelectorAll('div').length, 2);
@@ -117,6 +139,156 @@ test('status: TIC starting with the clock off (synthetic)', async t => {
 	assert.match(tab['Last error'], /clock is 600 s behind/);
 	assert.equal(tab['Traffic'], undefined, 'no data plane yet: no counters');
 	assert.equal(tab['LAN /64s'], 'no prefix on br-lan; Router Advertisements about every 600 s');
+});
+
+test('status: TSP v4v6, IPv4 in IPv6 over an IPv6-only WAN (real lab reply)', async t => {
+	withClock(t);
+	const { node, env } = await renderStatus(sample('status-up-tsp-v4v6.json'));
+	const tab = statusTable(node);
+	assert.equal(node.querySelector('.cpe-tunnel-banner').textContent, 'Connected — tunnel up');
+	assert.equal(tab['Up for'].split(' (')[0], '0 s', 'ages from the reply\'s own clock ("now")');
+	assert.equal(tab['Tunnel'], 'he: TSP broker, userspace data plane, device cpe6in4');
+	assert.equal(tab['WAN'], '2001:db8:c0::2 on wan0');
+	assert.equal(tab['Public IPv6'], '2001:db8:c0::2');
+	assert.equal(tab['Public IPv4'], undefined);
+	assert.equal(tab['NAT'], undefined, 'no IPv4 on the WAN: no NAT row');
+	assert.equal(tab['Broker'], '2001:db8:c2::2, [2001:db8:c2::2]:3653');
+	assert.equal(tab['Tunnel IPv4'], '203.0.113.66/32, broker side 203.0.113.65');
+	assert.equal(tab['Tunnel IPv6'], undefined);
+	assert.equal(tab['Tunnel endpoints'], '2001:db8:c0::2 on this router, 2001:db8:c2::2 at the broker');
+	assert.equal(tab['Delegated prefix'], '203.0.113.128/28');
+	assert.equal(tab['LAN IPv4'], '203.0.113.129/28 on br-lan');
+	assert.equal(tab['LAN /64s'], undefined, 'v4v6 gives the LAN IPv4 only');
+	assert.equal(tab['TSP tunnel'], 'IPv4 in IPv6 (v4v6); session 1 over UDP');
+	assert.equal(tab['TSP fallback'], undefined);
+	assert.equal(tab['Keepalive target'], '203.0.113.65');
+	assert.equal(tab['Keepalive'], 'not probed yet; every 2 s when idle');
+	assert.equal(tab['Last error'], 'none');
+	assert.deepEqual(env.record.innerHTML, []);
+});
+
+test('status: v4v6 before the broker gave an IPv4 prefix and a LAN address', async t => {
+	withClock(t);
+	const reply = sample('status-up-tsp-v4v6.json');
+	delete reply.lan4;
+	reply.delegated_prefixes4 = [];
+	delete reply.wan.local_ipv6;
+	reply.tsp = { requested: 'v4v6', sessions: 0 };
+	const tab = statusTable((await renderStatus(reply)).node);
+	assert.equal(tab['LAN IPv4'], 'none');
+	assert.equal(tab['Delegated prefix'], 'none');
+	assert.equal(tab['WAN'], 'no IPv6 address (wan0)');
+	assert.equal(tab['TSP tunnel'], 'no tunnel yet, asking for IPv4 in IPv6 (v4v6)');
+});
+
+test('status: SixXS waiting for the clock, no tunnel yet (real lab reply)', async t => {
+	withClock(t);
+	const { node } = await renderStatus(sample('status-down-tic-clock.json'));
+	const tab = statusTable(node);
+	assert.match(node.querySelector('.cpe-tunnel-banner').textContent, /^Not connected — the router's clock is 600 seconds behind/);
+	assert.equal(tab['SixXS tunnel'], 'not fetched yet');
+	assert.equal(tab['Clock'], 'waiting for the router\'s clock to be set (watching for it), ' +
+		'then asking the TIC server again, at the latest in 59 s');
+	assert.equal(tab['Next TIC request'], undefined, 'said in the clock row');
+	assert.match(tab['TIC error'], /set the time \(NTP\)/);
+	assert.equal(tab['PoP message'], undefined);
+	assert.equal(tab['Messages from the PoP'], undefined, 'none received: no row');
+});
+
+test('status: SixXS up with a MOTD from the PoP (real lab reply)', async t => {
+	withClock(t);
+	const { node } = await renderStatus(sample('status-up-tic-ayiya-motd.json'));
+	const tab = statusTable(node);
+	assert.equal(tab['SixXS tunnel'], 'T5072 (ayiya) at PoP tstpop01, configuration from the TIC server');
+	assert.equal(tab['PoP message'], 'Maintenance tonight?[2J 02:00-03:00 UTC (received 0 s ago)');
+	assert.equal(tab['Messages from the PoP'], 'motd: 1');
+	assert.equal(tab['Clock'], undefined);
+	assert.equal(tab['TIC error'], undefined);
+	assert.equal(tab['Keepalive'], 'the broker answers; every 2 s when idle; round trip 2.1 ms');
+});
+
+test('status: SixXS on the saved config, waiting for the clock, a MOTD with markup (synthetic)', async t => {
+	withClock(t);
+	const reply = sample('status-up-tic-clock-motd.synthetic.json');
+	const { node, env } = await renderStatus(reply);
+	const tab = statusTable(node);
+	assert.equal(tab['SixXS tunnel'], 'T5072 (ayiya) at PoP tstpop01, configuration from the copy saved ' +
+		'from the last TIC session (TIC server not reachable)');
+	assert.equal(tab['Clock'], 'waiting for the router\'s clock to be set (watching for it), ' +
+		'then asking the TIC server again, at the latest in 42 s');
+	/* the MOTD is text from the network: shown literally, never parsed as HTML */
+	const motd = node.querySelector('table .cpe-tunnel-motd');
+	assert.equal(motd.textContent, '<b>PoP maintenance</b> <img src=x onerror=alert(1)> & reboot at 02:00');
+	assert.equal(motd.childNodes.length, 1);
+	assert.equal(motd.firstChild.nodeType, 3, 'a text node');
+	assert.equal(node.querySelector('table img'), null);
+	assert.equal(node.querySelector('table b'), null);
+	assert.deepEqual(env.record.innerHTML, [], 'nothing went through innerHTML');
+	assert.equal(tab['PoP message'], reply.sixxs.motd.text + ' (received 5 min ago, again 5 s ago)');
+	const rx = node.querySelectorAll('table tr').find(tr => tr.firstChild.textContent === 'Messages from the PoP');
+	assert.deepEqual(rx.querySelectorAll('div').map(d => d.textContent), [ 'motd: 3', 'unverified: 1' ]);
+	assert.match(tab['Last error'], /clock is 600 seconds behind/);
+});
+
+test('status: SixXS heartbeat, paused without a WAN address; next TIC request', async t => {
+	withClock(t);
+	const reply = sample('status-up-tic-ayiya-motd.json');
+	reply.sixxs.type = '6in4-heartbeat';
+	delete reply.sixxs.motd;
+	reply.sixxs.control_rx = {};
+	reply.sixxs.next_tic_in = 3600;
+	reply.sixxs.heartbeat = { interval: 60, sent: 7, last_sent_age: 12.5, paused: true };
+	let tab = statusTable((await renderStatus(reply)).node);
+	assert.equal(tab['Heartbeat'], 'paused: no IPv4 address on the WAN (every 60 s, 7 sent, the last 12 s ago)');
+	assert.equal(tab['Next TIC request'], 'in 60 min');
+	assert.equal(tab['PoP message'], undefined);
+	reply.sixxs.heartbeat = { interval: 60, sent: 0, paused: false };
+	tab = statusTable((await renderStatus(reply)).node);
+	assert.equal(tab['Heartbeat'], 'every 60 s, 0 sent');
+});
+
+test('status: the keepalive tells its answer timeout when echoes go unanswered', async t => {
+	withClock(t);
+	const reply = sample('status-up-nat.json');
+	Object.assign(reply.keepalive, { alive: false, missed_in_a_row: 3, answer_timeout: 1.2, rtt_ms: 2 });
+	let tab = statusTable((await renderStatus(reply)).node);
+	assert.equal(tab['Keepalive'], 'the broker does NOT answer; every 5 s when idle; round trip 2.0 ms; ' +
+		'3 echoes in a row not answered within 1.2 s');
+	Object.assign(reply.keepalive, { alive: true, missed_in_a_row: 1 });
+	tab = statusTable((await renderStatus(reply)).node);
+	assert.match(tab['Keepalive'], /^the broker answers; .*; 1 echo in a row not answered within 1\.2 s$/);
+});
+
+test('status: odd shapes in the sixxs and tsp parts do not break the page', async t => {
+	withClock(t);
+	const reply = sample('status-down-tic-clock.json');
+	reply.sixxs = { tunnel_id: 'T1', motd: { text: 42 }, control_rx: 'x', heartbeat: {} };
+	reply.tsp = {};
+	const { node } = await renderStatus(reply);
+	const tab = statusTable(node);
+	assert.equal(tab['SixXS tunnel'], 'T1 (?) at PoP ?, configuration from ?');
+	assert.equal(tab['PoP message'], '42');
+	assert.equal(tab['Messages from the PoP'], undefined);
+	assert.equal(tab['Heartbeat'], 'every 0 s, 0 sent');
+	assert.equal(tab['TSP tunnel'], 'no tunnel yet, asking for ?');
+});
+
+test('stand-ins: E() and dom.append behave as LuCI\'s (so the tests above can fail)', () => {
+	const env = makeEnv();
+	/* a bare string child is HTML in LuCI (innerHTML) ... */
+	const html = E('div', {}, '<b>x</b>');
+	assert.equal(html.querySelectorAll('b').length, 1);
+	assert.deepEqual(env.record.innerHTML, [ '<b>x</b>' ]);
+	/* ... strings in an array are text; a nested array becomes text too */
+	const text = E('div', {}, [ '<b>x</b>' ]);
+	assert.equal(text.querySelector('b'), null);
+	assert.equal(text.textContent, '<b>x</b>');
+	const nested = E('div', {}, [ [ E('span', {}, [ 'a' ]) ] ]);
+	assert.equal(nested.querySelector('span'), null);
+	assert.match(nested.textContent, /object/);
+	const dom = env.require('dom');
+	dom.content(text, '<i>y</i>');
+	assert.equal(text.querySelectorAll('i').length, 1);
 });
 
 test('status: the daemon does not answer', async () => {
@@ -210,7 +382,8 @@ const pseudo = { translate: s => '«' + s + '»' };
 test('i18n: every word on the status page goes through _()', async t => {
 	withClock(t);
 	for (const name of [ 'status-up-nat.json', 'status-down-auth-failed.json', 'status-up-tsp-drops.synthetic.json',
-		'status-starting-tic-clock.synthetic.json', 'status-up-static-no-prefix.json' ]) {
+		'status-starting-tic-clock.synthetic.json', 'status-up-static-no-prefix.json', 'status-up-tsp-v4v6.json',
+		'status-down-tic-clock.json', 'status-up-tic-ayiya-motd.json', 'status-up-tic-clock-motd.synthetic.json' ]) {
 		const data = sample(name);
 		const { node } = await renderStatus(data, pseudo);
 		assert.deepEqual(unmarked(node, data), [], name);

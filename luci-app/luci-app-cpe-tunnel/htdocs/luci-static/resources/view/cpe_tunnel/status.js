@@ -43,9 +43,19 @@
  *	"wan": { "device": "wan0", "local_ipv4": "198.51.100.2", "nat_detected": true, "public_ipv4": "203.0.113.2" }
  * }
  *
+ * "now" is the router's clock at the reply; the keepalive also has
+ * "answer_timeout" (s), shown when echoes go unanswered.
+ *
  * Mode tsp adds "tsp": { tunnel_type, requested, transport, sessions, fallback,
- * keepalive_address }, mode tic adds "sixxs": { tunnel_id, type, pop,
- * config_from, tic_error, heartbeat }; "last_error" and "config_error" are plain
+ * keepalive_address }. TSP v4v6 (IPv4 in IPv6, IPv6-only WAN) also has
+ * "tunnel_family": "ipv4", "wan": { local_ipv6, public_ipv6 }, "broker": { ipv6 },
+ * "tunnel_addresses": { family: "ipv4", local, remote, local_endpoint,
+ * remote_endpoint }, "delegated_prefixes4" and "lan4": { interface, address }.
+ * Mode tic adds "sixxs": { tunnel_id, type, pop, config_from ("TIC" or "cache"),
+ * tic_error, waiting_for_clock, clock_watch, next_tic_in, control_rx: { opcode
+ * name: count }, motd: { text, time, last }, heartbeat: { interval, sent,
+ * last_sent_age, paused, ... } }. The MOTD is text from the network: it is
+ * only ever put into a text node. "last_error" and "config_error" are plain
  * sentences when set. (Real replies: tests/luci/samples/.)
  */
 
@@ -143,14 +153,112 @@ function none() {
 	return E('em', {}, [ _('none') ]);
 }
 
+/* {reason: count} as one line each, sorted; null when empty */
+function counts(obj) {
+	var keys = L.isObject(obj) ? Object.keys(obj).sort() : [];
+	if (!keys.length)
+		return null;
+	return keys.map(function(key) {
+		return E('div', {}, [ _('%s: %d').format(key, obj[key]) ]);
+	});
+}
+
+function tspTypeWord(type) {
+	switch (type) {
+	case 'v6v4': return _('IPv6 in IPv4 (v6v4)');
+	case 'v6udpv4': return _('IPv6 in UDP over IPv4 (v6udpv4)');
+	case 'v6anyv4': return _('IPv6 in IPv4, or in UDP behind a NAT (v6anyv4)');
+	case 'v4v6': return _('IPv4 in IPv6 (v4v6)');
+	default: return type;
+	}
+}
+
+/* rows of mode tsp: { tunnel_type, requested, transport, sessions, fallback, keepalive_address } */
+function tspRows(tsp) {
+	var rows = [], what;
+	if (tsp.tunnel_type)
+		what = (tsp.requested && tsp.requested != tsp.tunnel_type)
+			? _('%s, asked for %s').format(tspTypeWord(tsp.tunnel_type), tspTypeWord(tsp.requested))
+			: tspTypeWord(tsp.tunnel_type);
+	else
+		what = _('no tunnel yet, asking for %s').format(tsp.requested ? tspTypeWord(tsp.requested) : '?');
+	if (tsp.sessions)
+		what = _('%s; session %d over %s').format(what, tsp.sessions, String(tsp.transport || '?').toUpperCase());
+	rows.push([ _('TSP tunnel'), what ]);
+	rows.push([ _('TSP fallback'), tsp.fallback || null ]);
+	rows.push([ _('Keepalive target'), tsp.keepalive_address || null ]);
+	return rows;
+}
+
+function ticSourceWord(src) {
+	switch (src) {
+	case 'TIC': return _('the TIC server');
+	case 'cache': return _('the copy saved from the last TIC session (TIC server not reachable)');
+	default: return src || '?';
+	}
+}
+
+/* rows of mode tic: { tunnel_id, type, pop, config_from, tic_error, waiting_for_clock,
+ * clock_watch, next_tic_in, control_rx, motd: { text, time, last }, heartbeat } */
+function sixxsRows(sx, t) {
+	var rows = [];
+
+	rows.push([ _('SixXS tunnel'), sx.tunnel_id
+		? _('%s (%s) at PoP %s, configuration from %s').format(
+			sx.tunnel_id, sx.type || '?', sx.pop || '?', ticSourceWord(sx.config_from))
+		: _('not fetched yet') ]);
+
+	if (sx.waiting_for_clock) {
+		var wait = sx.clock_watch ? _('waiting for the router\'s clock to be set (watching for it)')
+			: _('waiting for the router\'s clock to be set');
+		rows.push([ _('Clock'), (sx.next_tic_in != null)
+			? _('%s, then asking the TIC server again, at the latest in %s').format(wait, fmtAge(sx.next_tic_in))
+			: _('%s, then asking the TIC server again').format(wait) ]);
+	}
+	else if (sx.next_tic_in != null) {
+		rows.push([ _('Next TIC request'), _('in %s').format(fmtAge(sx.next_tic_in)) ]);
+	}
+
+	var hb = sx.heartbeat;
+	if (hb) {
+		var beat = _('every %d s, %d sent').format(hb.interval || 0, hb.sent || 0);
+		if (hb.last_sent_age != null)
+			beat = _('%s, the last %s ago').format(beat, fmtAge(hb.last_sent_age));
+		if (hb.paused)
+			beat = _('paused: no IPv4 address on the WAN (%s)').format(beat);
+		rows.push([ _('Heartbeat'), beat ]);
+	}
+
+	/* the PoP's message of the day comes from the network: text, never markup */
+	var motd = sx.motd;
+	if (L.isObject(motd) && motd.text != null && motd.text !== '') {
+		var parts = [ E('span', { 'class': 'cpe-tunnel-motd' }, [ String(motd.text) ]) ];
+		if (motd.time != null)
+			parts.push(E('small', {}, [ ' ', (motd.last != null && motd.last - motd.time >= 1)
+				? _('(received %s ago, again %s ago)').format(fmtAge(t - motd.time), fmtAge(t - motd.last))
+				: _('(received %s ago)').format(fmtAge(t - motd.time)) ]));
+		rows.push([ _('PoP message'), parts ]);
+	}
+
+	rows.push([ _('Messages from the PoP'), counts(sx.control_rx) ]);
+
+	if (sx.tic_error)
+		rows.push([ _('TIC error'), sx.tic_error ]);
+
+	return rows;
+}
+
 return view.extend({
 	load: function() {
 		return fetchStatus();
 	},
 
-	/* [label, value] rows for one status reply; a null value hides the row */
+	/* [label, value] rows for one status reply; a null value hides the row.
+	 * A value is a string (data from the reply ends up as a text node), one
+	 * element or an array of elements. */
 	statusRows: function(st) {
 		var t = now(st),
+		    v4v6 = (st.tunnel_family == 'ipv4'),  /* TSP v4v6: IPv4 in IPv6, the WAN is IPv6 */
 		    wan = st.wan || {},
 		    broker = st.broker || {},
 		    ta = st.tunnel_addresses || {},
@@ -166,22 +274,36 @@ return view.extend({
 		rows.push([ _('Tunnel'), _('%s: %s, %s data plane, device %s').format(
 			st.tunnel || '?', modeWord(st.mode), dataplaneWord(st.dataplane), st.ifname || '?') ]);
 
-		rows.push([ _('WAN'), wan.local_ipv4
-			? _('%s on %s').format(wan.local_ipv4, wan.device || '?')
-			: _('no IPv4 address (%s)').format(wan.device || _('no default route')) ]);
+		if (v4v6)
+			rows.push([ _('WAN'), wan.local_ipv6
+				? _('%s on %s').format(wan.local_ipv6, wan.device || '?')
+				: _('no IPv6 address (%s)').format(wan.device || _('no default route')) ]);
+		else
+			rows.push([ _('WAN'), wan.local_ipv4
+				? _('%s on %s').format(wan.local_ipv4, wan.device || '?')
+				: _('no IPv4 address (%s)').format(wan.device || _('no default route')) ]);
 
-		rows.push([ _('NAT'), wan.nat_detected ? _('yes: this router is behind a NAT') : _('not seen') ]);
+		if (!v4v6)  /* NAT is an IPv4 matter */
+			rows.push([ _('NAT'), wan.nat_detected ? _('yes: this router is behind a NAT') : _('not seen') ]);
 		rows.push([ _('Public IPv4'), wan.public_ipv4 || null ]);
+		rows.push([ _('Public IPv6'), wan.public_ipv6 || null ]);
 
-		rows.push([ _('Broker'), (broker.ipv4 || broker.server)
-			? [ broker.ipv4, broker.server ].filter(function(x) { return x }).join(', ') : null ]);
+		var brokerAddrs = [ broker.ipv4, broker.ipv6, broker.server ].filter(function(x) { return x });
+		rows.push([ _('Broker'), brokerAddrs.length ? brokerAddrs.join(', ') : null ]);
 		rows.push([ _('Update URL'), broker.update_url || null ]);
 
-		rows.push([ _('Tunnel IPv6'), ta.local
+		rows.push([ (ta.family == 'ipv4') ? _('Tunnel IPv4') : _('Tunnel IPv6'), ta.local
 			? _('%s, broker side %s').format(ta.local, ta.remote || '?') : null ]);
+		if (ta.local_endpoint || ta.remote_endpoint)
+			rows.push([ _('Tunnel endpoints'), _('%s on this router, %s at the broker').format(
+				ta.local_endpoint || '?', ta.remote_endpoint || '?') ]);
 
-		rows.push([ _('Delegated prefix'), (st.delegated_prefixes && st.delegated_prefixes.length)
-			? st.delegated_prefixes.join(', ') : none() ]);
+		var delegated = (st.delegated_prefixes || []).concat(st.delegated_prefixes4 || []);
+		rows.push([ _('Delegated prefix'), delegated.length ? delegated.join(', ') : none() ]);
+
+		if (v4v6 || st.lan4)
+			rows.push([ _('LAN IPv4'), (st.lan4 && st.lan4.address)
+				? _('%s on %s').format(st.lan4.address, st.lan4.interface || '?') : none() ]);
 
 		var lans = (st.lans || []).map(function(lan) {
 			var parts = [ _('%s on %s').format(lan.prefix || _('no prefix'), lan.interface || '?') ];
@@ -191,7 +313,9 @@ return view.extend({
 				parts.push(_('deprecating %s').format(lan.deprecated.map(function(d) { return d.prefix || '?' }).join(', ')));
 			return E('div', {}, [ parts.join('; ') ]);
 		});
-		rows.push([ _('LAN /64s'), lans.length ? lans : none() ]);
+		/* v4v6 gives the LANs IPv4 only: no /64 to miss */
+		if (!v4v6 || (st.lans || []).some(function(lan) { return lan.prefix }))
+			rows.push([ _('LAN /64s'), lans.length ? lans : none() ]);
 
 		if (c) {
 			rows.push([ _('Traffic'), _('sent %s, received %s').format(
@@ -201,18 +325,21 @@ return view.extend({
 				rows.push([ _('Last packet'), _('sent %s, received %s').format(
 					c.last_tx != null ? _('%s ago').format(fmtAge(t - c.last_tx)) : _('never'),
 					c.last_rx != null ? _('%s ago').format(fmtAge(t - c.last_rx)) : _('never')) ]);
-			var drops = Object.keys(c.drops || {}).sort().map(function(reason) {
-				return E('div', {}, [ _('%s: %d').format(reason, c.drops[reason]) ]);
-			});
-			rows.push([ _('Dropped packets'), drops.length ? drops : none() ]);
+			rows.push([ _('Dropped packets'), counts(c.drops) || none() ]);
 		}
 
 		if (k.enabled) {
 			var word = (k.alive === true) ? _('the broker answers')
 				: (k.alive === false) ? _('the broker does NOT answer') : _('not probed yet');
-			rows.push([ _('Keepalive'), (k.rtt_ms != null)
+			var ka = (k.rtt_ms != null)
 				? _('%s; every %d s when idle; round trip %.1f ms').format(word, k.interval || 0, k.rtt_ms)
-				: _('%s; every %d s when idle').format(word, k.interval || 0) ]);
+				: _('%s; every %d s when idle').format(word, k.interval || 0);
+			/* the answer timeout says how soon a dead broker is noticed: told when echoes go unanswered */
+			if (k.missed_in_a_row > 0 && k.answer_timeout != null)
+				ka = _('%s; %s').format(ka, N_(k.missed_in_a_row,
+					'%d echo in a row not answered within %.1f s', '%d echoes in a row not answered within %.1f s')
+					.format(k.missed_in_a_row, k.answer_timeout));
+			rows.push([ _('Keepalive'), ka ]);
 		}
 
 		if (u) {
@@ -222,23 +349,11 @@ return view.extend({
 				rows.push([ _('Next retry'), _('in %s').format(fmtAge(u.next_retry_in)) ]);
 		}
 
-		if (st.tsp) {
-			var tsp = st.tsp;
-			rows.push([ _('TSP tunnel'), _('%s over %s, %d sessions').format(
-				tsp.tunnel_type || tsp.requested || '?', tsp.transport || '?', tsp.sessions || 0) ]);
-			if (tsp.fallback)
-				rows.push([ _('TSP fallback'), tsp.fallback ]);
-		}
+		if (st.tsp)
+			rows = rows.concat(tspRows(st.tsp));
 
-		if (st.sixxs) {
-			var sx = st.sixxs;
-			rows.push([ _('SixXS tunnel'), _('%s (%s) at PoP %s, configuration from %s').format(
-				sx.tunnel_id || '?', sx.type || '?', sx.pop || '?', sx.config_from || '?') ]);
-			if (sx.heartbeat)
-				rows.push([ _('Heartbeat'), _('every %d s, %d sent').format(sx.heartbeat.interval || 0, sx.heartbeat.sent || 0) ]);
-			if (sx.tic_error)
-				rows.push([ _('TIC error'), sx.tic_error ]);
-		}
+		if (st.sixxs)
+			rows = rows.concat(sixxsRows(st.sixxs, t));
 
 		rows.push([ _('Last error'), st.last_error ? E('span', { 'class': 'cpe-tunnel-error' }, [ st.last_error ]) : none() ]);
 		if (st.config_error)
@@ -261,11 +376,14 @@ return view.extend({
 			st.reason ? ' \u2014 ' + st.reason : ''
 		]);
 
+		/* LuCI's E() makes text nodes of the strings in a children array (a bare
+		 * string child would be parsed as HTML, a nested array shown as text):
+		 * always pass a flat array */
 		var table = E('table', { 'class': 'table cpe-tunnel-status' },
 			this.statusRows(st).map(function(r) {
 				return E('tr', { 'class': 'tr' }, [
 					E('td', { 'class': 'td left', 'width': '25%' }, [ r[0] ]),
-					E('td', { 'class': 'td left' }, [ r[1] ])
+					E('td', { 'class': 'td left' }, Array.isArray(r[1]) ? r[1] : [ r[1] ])
 				]);
 			}));
 
