@@ -78,7 +78,6 @@ class Daemon:
         self.control = None
 
     def run(self):
-        from .adapters.netifd import NetifdReporter
         from .adapters.ubus import UbusService
         from .control import ControlServer
         from .loop import Loop
@@ -88,6 +87,8 @@ class Daemon:
             self.cfg = load_config(self.path)
         except ConfigProblems as exc:
             if self.netifd:
+                from .adapters.netifd import NetifdReporter  # json, subprocess: only under netifd
+
                 # netifd shows the error on the interface and stops restarting us
                 rep = NetifdReporter(self.netifd)
                 rep.error("INVALID_CONFIG", *exc.problems[:3])
@@ -116,6 +117,8 @@ class Daemon:
             # The same methods as ubus object 'cpe_tunnel' where OpenWrt's binding exists.
             self.ubus = UbusService(loop, methods, on_interface_event=self._on_iface)
             if self.netifd:
+                from .adapters.netifd import NetifdReporter
+
                 self.reporter = NetifdReporter(self.netifd, bus=self.ubus)
         except OSError as exc:
             log.error("cannot start: %s", exc)

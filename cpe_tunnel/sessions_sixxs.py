@@ -33,7 +33,6 @@ import json
 import os
 import random
 import socket
-import ssl
 import time
 
 from .adapters.clock import ClockWatch
@@ -44,6 +43,18 @@ from .core.backoff import Backoff
 from .core.errors import ConfigError
 
 _rand = random.SystemRandom().random
+
+# ssl (about 4 MiB of RSS with libssl/libcrypto) is imported only when a TIC session
+# starts TLS; until then no socket can raise its exceptions.
+_SSL_WANT = ()  # (ssl.SSLWantReadError, ssl.SSLWantWriteError) once ssl is imported
+
+
+def _import_ssl():
+    global _SSL_WANT
+    import ssl
+
+    _SSL_WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+    return ssl
 
 CLOCK_RETRY = 60.0  # TIC retry while the clock is off and nobody says it was set
 CONNECT_TIMEOUT = 5.0
@@ -189,7 +200,7 @@ class TicSession:
         while True:
             try:
                 data = sock.recv(65536)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            except (BlockingIOError, InterruptedError) + _SSL_WANT:
                 return
             except OSError as exc:  # ssl.SSLError included
                 self._tic_failed(now, "lost the TIC server: %s" % (getattr(exc, "strerror", None) or exc),
@@ -202,7 +213,7 @@ class TicSession:
             self._flush(now)
             # TLS may hold decrypted bytes that select() will not announce
             if (not data or self.sock is not sock or self.client is None or self._handshaking
-                    or not isinstance(sock, ssl.SSLSocket) or not sock.pending()):
+                    or not hasattr(sock, "pending") or not sock.pending()):  # pending: TLS only
                 return
 
     def _flush(self, now):
@@ -241,7 +252,7 @@ class TicSession:
         while self._pending:
             try:
                 n = self.sock.send(self._pending)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            except (BlockingIOError, InterruptedError) + _SSL_WANT:
                 self._retry_soon()
                 return True
             except OSError as exc:
@@ -268,6 +279,7 @@ class TicSession:
     def _start_tls(self, now):
         t = self.t
         try:
+            ssl = _import_ssl()
             ctx = ssl.create_default_context(cafile=t.get("ca_file"))
             if not t["tls_verify"]:
                 ctx.check_hostname = False
@@ -284,6 +296,7 @@ class TicSession:
         self._handshake(now)
 
     def _handshake(self, now):
+        ssl = _import_ssl()
         try:
             self.sock.do_handshake()
         except ssl.SSLWantReadError:

@@ -3,7 +3,6 @@ in the foreground (-f). Secrets are never passed to the logger; redact() exists 
 the few places where a caller formats text that might embed one."""
 
 import logging
-import logging.handlers
 import os
 import sys
 
@@ -31,9 +30,10 @@ def setup(foreground=False, level="info", ident="cpe-tunneld"):
         log.removeHandler(h)
     handler = None
     if not foreground and os.path.exists("/dev/log"):
+        from logging import handlers  # only for syslog (about 0.5 MiB: pickle, queue, copy...)
+
         try:
-            handler = logging.handlers.SysLogHandler(
-                address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+            handler = handlers.SysLogHandler(address="/dev/log", facility=handlers.SysLogHandler.LOG_DAEMON)
             handler.ident = ident + "[%d]: " % os.getpid()
             handler.setFormatter(logging.Formatter("%(message)s"))
         except OSError:
