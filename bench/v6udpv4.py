@@ -355,7 +355,7 @@ def core_ticks(cpu):
 def cpu_ticks(pid):
     with open("/proc/%d/stat" % pid) as f:
         v = f.read().rsplit(")", 1)[1].split()
-    return int(v[11]) + int(v[12])  # utime, stime (fields 14, 15)
+    return int(v[11]), int(v[12])  # utime, stime (fields 14, 15)
 
 
 class Bench:
@@ -470,24 +470,27 @@ class Bench:
     # -- one measured window ------------------------------------------------------------
     def window(self, gens, counted, pid=None):
         """Start gens (list of popen thunks), wait the warm-up, count `counted`
-        [(ns, ifname)] TX packets over the window. Returns (pps list, cpu %)."""
+        [(ns, ifname)] TX packets over the window. Returns (pps list, (cpu %, core busy %,
+        share of the client's CPU time spent in user mode %))."""
         warm, secs = self.args.warmup, self.args.seconds
         procs = [g(warm + secs + 0.5) for g in gens]
         time.sleep(warm)
         c0 = [netdev(self.ns[ns])[dev][1] for ns, dev in counted]
-        u0 = cpu_ticks(pid) if pid else 0
+        u0 = cpu_ticks(pid) if pid else (0, 0)
         k0 = core_ticks(CLIENT_CPU)
         t0 = time.monotonic()
         time.sleep(secs)
         c1 = [netdev(self.ns[ns])[dev][1] for ns, dev in counted]
-        u1 = cpu_ticks(pid) if pid else 0
+        u1 = cpu_ticks(pid) if pid else (0, 0)
         k1 = core_ticks(CLIENT_CPU)
         dt = time.monotonic() - t0
         for p in procs:
             p.communicate(timeout=secs + warm + 15)
-        cpu = (u1 - u0) / os.sysconf("SC_CLK_TCK") / dt * 100 if pid else None
+        used = sum(u1) - sum(u0)
+        cpu = used / os.sysconf("SC_CLK_TCK") / dt * 100 if pid else None
+        usr = 100.0 * (u1[0] - u0[0]) / used if used else 0.0
         core = 100.0 * (k1[0] - k0[0]) / (k1[1] - k0[1]) if k1[1] > k0[1] else 0.0
-        return [(y - x) / dt for x, y in zip(c0, c1)], (cpu, core)
+        return [(y - x) / dt for x, y in zip(c0, c1)], (cpu, core, usr)
 
     # -- the whole run ----------------------------------------------------------------
     def run(self):
@@ -527,12 +530,13 @@ class Bench:
                      ("both", [g_tx, g_rx], [("a", "wan"), ("a", "lan")], [g_btx, g_brx],
                       [("a", "wan"), ("b", "pop")]))
             for name, gens, counted, bgens, bcounted in cases:
-                runs, cpus, cores, bases = [], [], [], []
+                runs, cpus, cores, usrs, bases = [], [], [], [], []
                 for _ in range(args.runs):
-                    pps, (cpu, core) = self.window(gens, counted, pid)
+                    pps, (cpu, core, usr) = self.window(gens, counted, pid)
                     runs.append(pps)
                     cpus.append(cpu)
                     cores.append(core)
+                    usrs.append(usr)
                     bpps, _ = self.window(bgens, bcounted)
                     bases.append(sum(bpps))
                 tot = [sum(r) for r in runs]
@@ -540,6 +544,7 @@ class Bench:
                 row = {"size": size, "dir": name, "pps": med, "min": min(tot), "max": max(tot),
                        "parts": [statistics.median(r[i] for r in runs) for i in range(len(counted))],
                        "cpu": statistics.median(cpus), "core": statistics.median(cores),
+                       "usr": statistics.median(usrs),
                        "base": statistics.median(bases)}
                 results.append(row)
                 print_row(row)
@@ -603,10 +608,11 @@ def print_row(r):
     per = r["cpu"] / 100.0 / r["pps"] * 1e6 if r["pps"] else 0.0
     cap = 1e6 / per if per else 0.0
     base = r["base"] or 1.0
-    print("alone %-4s %5d B  %9.0f pkt/s [%.0f-%.0f]%s  %7.1f Mbit/s  client CPU %5.1f %% = %.2f us/pkt "
-          "-> %6.0f pkt/s per core  (core %3.0f %% busy)  plain UDP %9.0f pkt/s  ratio %.2f (per core %.2f)"
-          % (r["dir"], r["size"], r["pps"], r["min"], r["max"], parts, mbit, r["cpu"], per, cap, r["core"],
-             r["base"], r["pps"] / base, cap / base), flush=True)
+    print("alone %-4s %5d B  %9.0f pkt/s [%.0f-%.0f]%s  %7.1f Mbit/s  client CPU %5.1f %% (user %2.0f %%) = "
+          "%.2f us/pkt -> %6.0f pkt/s per core  (core %3.0f %% busy)  plain UDP %9.0f pkt/s  ratio %.2f "
+          "(per core %.2f)"
+          % (r["dir"], r["size"], r["pps"], r["min"], r["max"], parts, mbit, r["cpu"], r["usr"], per, cap,
+             r["core"], r["base"], r["pps"] / base, cap / base), flush=True)
 
 
 def main():
@@ -631,6 +637,11 @@ def main():
             sys.exit("needs %s" % tool)
     if not args.impl.split(":")[0].endswith(".py"):
         importlib.import_module(args.impl.split(":")[0])  # fail early on a typo
+    # one benchmark at a time: bench/ayiya.py takes the same lock
+    import fcntl
+
+    lock = open("/tmp/cpe-tunnel-bench.lock", "a")  # noqa: SIM115 (held until exit)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
     print("v6udpv4 userspace data plane: %s (threads: %s); python %s; %d CPUs; client on CPU %s, load on "

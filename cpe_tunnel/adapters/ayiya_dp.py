@@ -45,9 +45,10 @@
 # - Time: the epoch is Unix time (time.time()), read once per batch of packets (and
 #   after every wait), not per packet.
 #
-# Speed (bench/ayiya.py, bench/README.md): each thread drains its non-blocking fd until
-# EAGAIN and only then waits in poll() on (fd, stop pipe), so close() stops it promptly
-# and under load there is no poll per packet. Where ctypes offers them, a batch of up to
+# Threads, socket hand-over (a new local address), counters and close() are
+# plane.TunSocketPlane's: each direction is a pump that runs one batch of the drain
+# functions below per call; a thread sleeps in poll() only when its fd ran dry.
+# Speed (bench/ayiya.py, bench/README.md): Where ctypes offers them, a batch of up to
 # BATCH datagrams goes out with one sendmmsg() and comes in with one recvmmsg() into a
 # ring of preallocated buffers (batch_io; else one send / recv_into per packet). The TUN
 # is read with FileIO.readinto (cheaper per call than os.readv). No per-packet logging
@@ -57,15 +58,21 @@
 import errno
 import hashlib
 import io
-import os
-import select
 import socket
 import struct
-import threading
 import time
 
 from cpe_tunnel.adapters.netlink import in_netns
-from cpe_tunnel.adapters.tun import open_tun
+from cpe_tunnel.adapters.plane import (
+    MMSG,
+    MSG_DONTWAIT,
+    SOCKBUF,
+    Pump,
+    Stop,
+    TunSocketPlane,
+    drop,
+    wait_writable,
+)
 from cpe_tunnel.core import ayiya
 from cpe_tunnel.core.ayiya import AyiyaError
 from cpe_tunnel.core.errors import LocalProtocolError
@@ -90,38 +97,15 @@ _RANGE = range(BATCH)
 STOP, EMPTY, MORE = 0, 1, 2  # what a drain call ended with
 
 
-# -- sendmmsg / recvmmsg through ctypes (one system call per batch) --------------------
+# -- sendmmsg / recvmmsg (plane.MMSG: through ctypes, one system call per batch) -------
 # Python's socket module has neither; calling them through ctypes saves the per-packet
-# cost of socket.send / recv_into (measured ~1 us of ~6 per packet here). Structures
-# follow the kernel ABI (size_t lengths). Without ctypes or these calls (some minimal
-# Pythons / libcs) the plane falls back to one send / recv_into per packet.
-MSG_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0x40))  # a plain int, not an IntFlag
-try:
-    import ctypes
-
-    class _Iovec(ctypes.Structure):
-        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-    class _Msghdr(ctypes.Structure):
-        _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
-                    ("iov", ctypes.POINTER(_Iovec)), ("iovlen", ctypes.c_size_t),
-                    ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-                    ("flags", ctypes.c_int)]
-
-    class _Mmsghdr(ctypes.Structure):
-        _fields_ = [("hdr", _Msghdr), ("len", ctypes.c_uint)]
-
-    _libc = ctypes.CDLL(None, use_errno=True)
-    _sendmmsg = _libc.sendmmsg
-    _recvmmsg = _libc.recvmmsg
-    _sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
-    _sendmmsg.restype = ctypes.c_int
-    _recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
-    _recvmmsg.restype = ctypes.c_int
+# cost of socket.send / recv_into (measured ~1 us of ~6 per packet here). Without ctypes
+# or these calls (some minimal Pythons / libcs) the plane falls back to one send /
+# recv_into per packet.
+if MMSG is not None and MMSG[0].sizeof(MMSG[0].c_size_t) == MMSG[0].sizeof(MMSG[0].c_ulong):
+    ctypes, _Iovec, _Msghdr, _Mmsghdr, _sendmmsg, _recvmmsg = MMSG
     _get_errno = ctypes.get_errno
-    if ctypes.sizeof(ctypes.c_size_t) != ctypes.sizeof(ctypes.c_ulong):
-        raise ImportError("size_t is not unsigned long")
-except (ImportError, OSError, AttributeError):
+else:  # (the ring below reads iovec lengths as unsigned longs)
     ctypes = _sendmmsg = _recvmmsg = _get_errno = None
 
 HAVE_MMSG = _sendmmsg is not None
@@ -143,7 +127,7 @@ class _Ring:
         for i in range(BATCH):
             self.iov[i].base = ctypes.addressof(self._keep[i])
             self.iov[i].len = size
-            self.msgs[i].hdr.iov = ctypes.pointer(self.iov[i])
+            self.msgs[i].hdr.iov = ctypes.addressof(self.iov[i])
             self.msgs[i].hdr.iovlen = 1
         self.addr = ctypes.addressof(self.msgs)
         self.msg_size = ctypes.sizeof(_Mmsghdr)
@@ -178,27 +162,12 @@ def _identity(value, what):
     raise ValueError("%s must be an IPv6 address (text or 16 bytes)" % what)
 
 
+# a send failing with these fails for the rest of the batch as well
 _BATCH_FAILS = (errno.EDESTADDRREQ, errno.ENOTCONN, errno.ENETUNREACH, errno.EHOSTUNREACH,
                 errno.ENETDOWN)
 
 
-def _send_reason(e):
-    code = e.errno
-    if code == errno.ECONNREFUSED:
-        return "tunnel server port unreachable (ICMP)"
-    if code in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EDESTADDRREQ,
-                errno.ENOTCONN):
-        return "no route to tunnel server"
-    if code == errno.EMSGSIZE:
-        return "packet too big for the WAN"
-    if code in (errno.ENOBUFS, errno.EAGAIN):
-        return "send buffer full"
-    if code in (errno.EPERM, errno.EACCES):
-        return "blocked by firewall"
-    return "send error"
-
-
-class UserspaceAyiya:
+class UserspaceAyiya(TunSocketPlane):
     """AYIYA tunnel end (the client side, as AICCU): IPv6 from the TUN goes to the PoP
     as signed forward datagrams; the PoP's authentic forwards go to the TUN.
 
@@ -206,8 +175,11 @@ class UserspaceAyiya:
     peer_identity16: the PoP's ('IPv6 POP'); password: the tunnel password (text or
     bytes; only its SHA-1 is kept). max_skew: seconds an epoch may differ from ours."""
 
-    kind = "userspace"
     protocol = "ayiya"
+    thread_tag = "ayiya"
+    NO_ROUTE = "no route to tunnel server"
+    REFUSED = "tunnel server port unreachable (ICMP)"
+    send_wait_ms = 1000
 
     def __init__(self, ifname, local_ipv4, pop_ipv4, identity16, peer_identity16, password,
                  mtu=1280, port=ayiya.PORT, netlink=None, netns=None, on_control=None,
@@ -229,35 +201,21 @@ class UserspaceAyiya:
             self._key = ayiya.password_hash(password)
         except LocalProtocolError as e:
             raise ValueError(e.reason)
-        self.ifname = ifname
+        super().__init__(ifname, mtu, netlink, netns, threads=2)
         self.local = local_ipv4
         self.remote = pop_ipv4
         self.port = port
-        self.mtu = mtu
         # largest inner packet taken either way: the MTU, but at least 1500 so that a
         # PoP configured with a larger MTU than ours is not cut off
         self.cap = max(mtu, 1500)
-        self.netlink = netlink
-        self.netns = netns
         self.on_control = on_control
         self.max_skew = int(max_skew)
         # sendmmsg/recvmmsg batches (None: when available) or one system call per packet
         self.batch_io = HAVE_MMSG if batch_io is None else bool(batch_io) and HAVE_MMSG
-        self.error = None  # set when a forwarding thread died unexpectedly
-        self._tun = None
-        self._sock = None
-        self._retired = []
-        self._stop_r = self._stop_w = None
-        self._wake_r = self._wake_w = None
-        self._threads = []
-        self._stopping = False
-        self._lock = threading.Lock()  # send_control (any thread) and set_endpoints
+        # self._lock: send_control (any thread), set_endpoints, connect retries
         self._unconnected = False  # the socket could not be connected yet (no route)
         self._connect_tried = 0.0
         # counters: each has exactly one writer (tx thread, rx thread, or under _lock)
-        self.tx_packets = self.tx_bytes = 0
-        self.rx_packets = self.rx_bytes = 0
-        self.last_tx = self.last_rx = None
         self.control_tx = 0  # send_control() datagrams sent (under _lock)
         self.control_rx = 0  # authentic control datagrams received (rx thread)
         self.echo_answered = 0  # echo responses sent by the rx thread
@@ -266,8 +224,6 @@ class UserspaceAyiya:
         self.peer_skew = None
         self._slow_skew = 0  # bumped when the slow path sets peer_skew (rx thread)
         self._ctl_last_tx = None
-        self._tx_drops = {}
-        self._rx_drops = {}
         self._ctl_drops = {}  # send_control() failures (under _lock)
         self._echo_drops = {}  # echo responses the rx thread could not send
         # per-epoch SHA-1 states (owned by the tx / rx thread)
@@ -287,7 +243,7 @@ class UserspaceAyiya:
             try:
                 for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                     try:
-                        s.setsockopt(socket.SOL_SOCKET, opt, 1 << 20)
+                        s.setsockopt(socket.SOL_SOCKET, opt, SOCKBUF)
                     except OSError:
                         pass
                 if local is not None:
@@ -327,30 +283,11 @@ class UserspaceAyiya:
                 if self._unconnected and self._sock is not None:
                     self._unconnected = not self._connect(self._sock, self.remote)
 
-    def open(self):
-        if self._tun is not None:
-            return
-        fd, name = open_tun(self.ifname, mtu=self.mtu, nonblocking=True, netns=self.netns)
-        self._tun = fd
-        self.ifname = name
-        try:
-            self._sock = self._make_socket(self.local, self.remote)
-            self._stop_r, self._stop_w = os.pipe()
-            self._wake_r, self._wake_w = os.pipe()
-            for p in (self._stop_r, self._wake_r):
-                os.set_blocking(p, False)
-            if self.netlink is not None:
-                self.netlink.link_up(name)
-            self._stopping = False
-            self._threads = [
-                threading.Thread(target=self._run, args=(loop,), name=tag + name, daemon=True)
-                for loop, tag in ((self._tx_loop, "ayiya-tx-"), (self._rx_loop, "ayiya-rx-"))
-            ]
-            for t in self._threads:
-                t.start()
-        except BaseException:
-            self.close()
-            raise
+    def _new_socket(self):
+        return self._make_socket(self.local, self.remote)
+
+    def _pumps(self, tx_sock, rx_sock):
+        return _Tx(self, tx_sock), _Rx(self, rx_sock)
 
     def local_address(self):
         """(ip, port) the socket is bound to (the NAT's inside view), None when closed."""
@@ -374,26 +311,14 @@ class UserspaceAyiya:
                 self.local, self.remote = local, remote
                 return
             if local != self.local:
-                new = self._make_socket(local, remote)
-                old, self._sock = self._sock, new
-                # the old socket is closed later (next swap or close()) so that no
-                # thread can still be using it when it goes
-                while len(self._retired) >= 2:
-                    self._retired.pop(0).close()
-                self._retired.append(old)
-                try:
-                    os.write(self._wake_w, b"w")
-                except OSError:
-                    pass
+                # the threads switch to dups of it within a batch (woken if idle)
+                self._hand_over(self._make_socket(local, remote))
             elif remote != self.remote or self._unconnected:
                 self._unconnected = not self._connect(self._sock, remote)
             self.local, self.remote = local, remote
 
     def counters(self):
-        drops = {}
-        for d in (self._tx_drops, self._rx_drops, self._ctl_drops, self._echo_drops):
-            for k in list(d):
-                drops[k] = drops.get(k, 0) + d[k]
+        drops = self._drops(self._tx_drops, self._rx_drops, self._ctl_drops, self._echo_drops)
         last_tx = self.last_tx
         c = self._ctl_last_tx
         if c is not None and (last_tx is None or c > last_tx):
@@ -439,68 +364,20 @@ class UserspaceAyiya:
             try:
                 sock.send(d)
             except OSError as e:
-                r = _send_reason(e)
-                self._ctl_drops[r] = self._ctl_drops.get(r, 0) + 1
+                drop(self._ctl_drops, self.send_reason(e.errno))
                 return False
             self.control_tx += 1
             self._ctl_last_tx = time.monotonic()
             return True
 
-    def close(self):
-        self._stopping = True
-        if self._stop_w is not None:
-            try:
-                os.write(self._stop_w, b"s")
-            except OSError:
-                pass
-        for t in self._threads:
-            t.join(5.0)
-        alive = [t for t in self._threads if t.is_alive()]
-        self._threads = []
-        if alive:  # should not happen; do not pull fds from under a live thread
-            self.error = "forwarding thread did not stop"
-            return
-        with self._lock:
-            for s in self._retired:
-                s.close()
-            self._retired = []
-            if self._sock is not None:
-                self._sock.close()
-                self._sock = None
-        for name in ("_tun", "_stop_r", "_stop_w", "_wake_r", "_wake_w"):
-            fd = getattr(self, name)
-            if fd is not None:
-                setattr(self, name, None)
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-
-    # -- forwarding threads ----------------------------------------------------------
-    def _run(self, loop):
-        try:
-            loop()
-        except Exception as e:  # keep the reason for status; never a silent death
-            self.error = "%s: %s" % (loop.__name__.strip("_"), e)
-
-    @staticmethod
-    def _drop(drops, reason):
-        drops[reason] = drops.get(reason, 0) + 1
-
-    def _wait_writable(self, sock):
-        p = select.poll()
-        p.register(sock, select.POLLOUT)
-        p.register(self._stop_r, select.POLLIN)
-        for fd, _ev in p.poll(1000):
-            if fd == self._stop_r:
-                return False
-        return True
+    # -- forwarding (the pumps below call these) --------------------------------------
+    _drop = staticmethod(drop)
 
     def _send_failed(self, e, sock, data):
         """A forward send raised e. Retries once after waiting for room when the
         buffer was full. Returns (sent, keep_going)."""
         if e.errno == errno.EAGAIN:
-            if not self._wait_writable(sock):
+            if not wait_writable(self, sock):
                 return False, False
             try:
                 sock.send(data)
@@ -509,38 +386,18 @@ class UserspaceAyiya:
                 e = e2
         if e.errno in (errno.EBADF, errno.EBADFD) and self._stopping:
             return False, False
-        self._drop(self._tx_drops, _send_reason(e))
+        self._drop(self._tx_drops, self.send_reason(e.errno))
         if self._unconnected:
             self._retry_connect()
         return False, True
 
-    def _tx_loop(self):
-        """TUN -> network."""
-        fd = self._tun
-        stop_r = self._stop_r
-        # FileIO.readinto: a little cheaper per call than os.readv; None when empty
-        readinto = io.FileIO(fd, "rb", closefd=False).readinto
-        if self.batch_io:
-            ring = _Ring(self.cap)
-            drain = lambda: self._tx_drain_mm(readinto, ring)  # noqa: E731
-        else:
-            buf = bytearray(BUFSIZE)
-            mv = memoryview(buf)
-            drain = lambda: self._tx_drain(readinto, buf, mv)  # noqa: E731
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        poller.register(stop_r, select.POLLIN)
-        while not self._stopping:
-            if not drain():
-                return
-            for rfd, _ev in poller.poll():
-                if rfd == stop_r:
-                    return
-
-    def _tx_drain(self, readinto, buf, mv, batches=-1, clock=time.time):
+    def _tx_drain(self, readinto, buf, mv, batches=-1, clock=time.time, sock=None):
         """Forward packets from the TUN until it is empty (EMPTY), `batches` batches of
         BATCH packets were done (MORE; -1: no limit) or the plane stops (STOP, false).
-        readinto: the TUN's FileIO.readinto (None when empty); clock: for the tests."""
+        readinto: the TUN's FileIO.readinto (None when empty); sock: the socket to send
+        on (None: the plane's); clock: for the tests."""
+        if sock is None:
+            sock = self._sock
         drops = self._tx_drops
         rd = mv[HDR:]
         sha1 = hashlib.sha1
@@ -558,7 +415,6 @@ class UserspaceAyiya:
                 pre.update(key)
                 epoch = self._tx_epoch = e
                 self._tx_pre = pre
-            sock = self._sock
             send = sock.send
             cnt = nbytes = 0
             try:
@@ -602,49 +458,9 @@ class UserspaceAyiya:
             if batches == 0:
                 return MORE
 
-    def _rx_loop(self):
-        """network -> TUN."""
-        fd = self._tun
-        stop_r = self._stop_r
-        wake_r = self._wake_r
-        sock = self._sock
-        # FileIO.write: a little cheaper per call than os.write
-        write = io.FileIO(fd, "wb", closefd=False).write
-        if self.batch_io:
-            ring = _Ring(self.cap)
-            drain = lambda s: self._rx_drain_mm(s, write, ring)  # noqa: E731
-        else:
-            buf = bytearray(BUFSIZE)
-            mv = memoryview(buf)
-            drain = lambda s: self._rx_drain(s, write, buf, mv)  # noqa: E731
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        poller.register(stop_r, select.POLLIN)
-        poller.register(wake_r, select.POLLIN)
-        while not self._stopping:
-            if not drain(sock):
-                return
-            for rfd, _ev in poller.poll():
-                if rfd == stop_r:
-                    return
-                if rfd == wake_r:
-                    try:
-                        os.read(wake_r, 64)
-                    except OSError:
-                        pass
-                    new = self._sock
-                    if new is not sock:
-                        try:
-                            poller.unregister(sock)
-                        except (KeyError, ValueError, OSError):
-                            pass
-                        sock = new
-                        poller.register(sock, select.POLLIN)
-
     def _rx_drain(self, sock, write, buf, mv, batches=-1, clock=time.time):
         """Take datagrams from sock until it is empty (EMPTY), `batches` batches were
-        done (MORE), the socket was swapped (EMPTY: the caller re-polls) or the plane
-        stops (STOP). write/clock are parameters for the tests only."""
+        done (MORE) or the plane stops (STOP). write: the TUN's FileIO.write."""
         recv_into = sock.recv_into
         sha1 = hashlib.sha1
         key = self._key
@@ -673,10 +489,11 @@ class UserspaceAyiya:
                                 pre_ep = self._rx_epoch = ep
                                 self._rx_pre = pre
                             h = pre.copy()
-                            h.update(mv[HDR:n])
+                            p = mv[HDR:n]
+                            h.update(p)
                             if h.digest() == sig:
                                 try:
-                                    write(mv[HDR:n])
+                                    write(p)
                                 except OSError as err:
                                     if err.errno in (errno.EBADF, errno.EBADFD):
                                         return STOP
@@ -710,16 +527,16 @@ class UserspaceAyiya:
                         self.peer_skew = ayiya.skew(good_ep, wall)
             if self._stopping:
                 return STOP
-            if sock is not self._sock:
-                return EMPTY  # swapped: the caller re-registers on the wake pipe
             batches -= 1
             if batches == 0:
                 return MORE
 
     # -- batched system calls (sendmmsg / recvmmsg) ----------------------------------
-    def _tx_drain_mm(self, readinto, ring, batches=-1, sendmmsg=_sendmmsg, clock=time.time):
+    def _tx_drain_mm(self, readinto, ring, batches=-1, sendmmsg=_sendmmsg, clock=time.time, sock=None):
         """_tx_drain with the packets of a batch read into the ring's slots, signed
         there and sent with one sendmmsg. Same results."""
+        if sock is None:
+            sock = self._sock
         drops = self._tx_drops
         sha1 = hashlib.sha1
         key = self._key
@@ -771,7 +588,7 @@ class UserspaceAyiya:
                 self._drop(drops, "TUN read error")
                 status = EMPTY
             if k:
-                sent, lost_bytes, go = self._tx_flush(ring, k, sendmmsg)
+                sent, lost_bytes, go = self._tx_flush(ring, k, sendmmsg, sock)
                 if sent:
                     self.tx_packets += sent
                     self.tx_bytes += nbytes - lost_bytes
@@ -786,10 +603,9 @@ class UserspaceAyiya:
             if batches == 0:
                 return MORE
 
-    def _tx_flush(self, ring, k, sendmmsg):
-        """sendmmsg the first k slots; a message the kernel refuses is dropped and
-        counted, the rest still go. Returns (sent, bytes not sent, keep_going)."""
-        sock = self._sock
+    def _tx_flush(self, ring, k, sendmmsg, sock):
+        """sendmmsg the first k slots on sock; a message the kernel refuses is dropped
+        and counted, the rest still go. Returns (sent, bytes not sent, keep_going)."""
         sfd = sock.fileno()
         addr = ring.addr
         size = ring.msg_size
@@ -806,12 +622,12 @@ class UserspaceAyiya:
                 continue
             if code == errno.EAGAIN and not waited:
                 waited = True
-                if not self._wait_writable(sock):
+                if not wait_writable(self, sock):
                     return sent, lost, False
                 continue
             if code in (errno.EBADF, errno.EBADFD) and self._stopping:
                 return sent, lost, False
-            reason = _send_reason(OSError(code, ""))
+            reason = self.send_reason(code)
             # no route / not connected: true for the rest of the batch as well
             last = k if code in _BATCH_FAILS else off + 1
             while off < last:
@@ -833,7 +649,8 @@ class UserspaceAyiya:
         bufs = ring.bufs
         mvs = ring.mvs
         msg_len = ring.msg_len
-        msg_idx = ring.msg_idx
+        len0 = ring.msg_idx[0]  # msg_len of datagram i: msg_len[len0 + i * stride]
+        stride = ring.msg_size // 4
         limit = HDR + ring.cap
         addr = ring.addr
         pre_ep = ring.epoch
@@ -849,11 +666,10 @@ class UserspaceAyiya:
                     continue
                 if code in (errno.EBADF, errno.EBADFD):
                     return STOP
+                self._drop(drops, self.recv_reason(code))
                 if code == errno.ECONNREFUSED:
                     # an ICMP port unreachable from the PoP reported on the connected socket
-                    self._drop(drops, "tunnel server port unreachable (ICMP)")
                     continue
-                self._drop(drops, "socket read error")
                 return EMPTY
             wall = clock()
             w = int(wall)
@@ -862,10 +678,8 @@ class UserspaceAyiya:
             cnt = nbytes = 0
             slow_skew = self._slow_skew
             try:
-                for i in range(r):
-                    n = msg_len[msg_idx[i]]
-                    b = bufs[i]
-                    mv = mvs[i]
+                # the lengths recvmmsg reported, all at once
+                for b, mv, n in zip(bufs, mvs, msg_len[len0:r * stride:stride].tolist()):
                     if n >= MIN_FWD:
                         word, ep, ident, sig = _unpack_head(b, 0)
                         if word == FWD_WORD and lo <= ep <= hi and ident == peer and \
@@ -876,10 +690,11 @@ class UserspaceAyiya:
                                 pre_ep = ring.epoch = ep
                                 ring.pre = pre
                             h = pre.copy()
-                            h.update(mv[HDR:n])
+                            p = mv[HDR:n]
+                            h.update(p)
                             if h.digest() == sig:
                                 try:
-                                    write(mv[HDR:n])
+                                    write(p)
                                 except OSError as err:
                                     if err.errno in (errno.EBADF, errno.EBADFD):
                                         return STOP
@@ -903,8 +718,8 @@ class UserspaceAyiya:
                         self.peer_skew = ayiya.skew(good_ep, wall)
             if self._stopping:
                 return STOP
-            if r < BATCH or sock is not self._sock:
-                return EMPTY  # (nearly) drained, or swapped: the caller polls again
+            if r < BATCH:
+                return EMPTY  # (nearly) drained: the caller polls again
             batches -= 1
             if batches == 0:
                 return MORE
@@ -952,10 +767,65 @@ class UserspaceAyiya:
                 sock.send(d)
                 self.echo_answered += 1
             except OSError as e:
-                self._drop(self._echo_drops, _send_reason(e))
+                self._drop(self._echo_drops, self.send_reason(e.errno))
         elif op != ayiya.OP_FORWARD and self.on_control is not None:
             try:
                 self.on_control(bytes(pkt))
             except Exception:
                 self._drop(drops, "control handler error")
         return True
+
+
+class _Tx(Pump):
+    """TUN -> PoP: one batch of _tx_drain / _tx_drain_mm per run()."""
+
+    name = "tx"
+
+    def __init__(self, plane, sock):
+        super().__init__(plane, sock)
+        # FileIO.readinto: a little cheaper per call than os.readv; None when empty
+        self.readinto = io.FileIO(self.fd, "rb", closefd=False).readinto
+        if plane.batch_io:
+            self.ring = _Ring(plane.cap)
+        else:
+            self.buf = bytearray(BUFSIZE)
+            self.mv = memoryview(self.buf)
+
+    def run(self):
+        plane = self.plane
+        if plane.batch_io:
+            st = plane._tx_drain_mm(self.readinto, self.ring, 1, sock=self.sock)
+        else:
+            st = plane._tx_drain(self.readinto, self.buf, self.mv, 1, sock=self.sock)
+        if st == STOP:
+            raise Stop()
+        return st == EMPTY
+
+
+class _Rx(Pump):
+    """PoP -> TUN: one batch of _rx_drain / _rx_drain_mm per run()."""
+
+    name = "rx"
+
+    def __init__(self, plane, sock):
+        super().__init__(plane, sock)
+        # FileIO.write: a little cheaper per call than os.write
+        self.write = io.FileIO(self.fd, "wb", closefd=False).write
+        if plane.batch_io:
+            self.ring = _Ring(plane.cap)
+        else:
+            self.buf = bytearray(BUFSIZE)
+            self.mv = memoryview(self.buf)
+
+    def poll_fd(self):
+        return self.sock.fileno()
+
+    def run(self):
+        plane = self.plane
+        if plane.batch_io:
+            st = plane._rx_drain_mm(self.sock, self.write, self.ring, 1)
+        else:
+            st = plane._rx_drain(self.sock, self.write, self.buf, self.mv, 1)
+        if st == STOP:
+            raise Stop()
+        return st == EMPTY

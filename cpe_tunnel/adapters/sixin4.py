@@ -11,20 +11,26 @@
 # Addresses and routes on the tunnel device are the daemon's business (Netlink).
 # Byte counters count IPv6 packets (inner), as the kernel's sit device does.
 #
-# Userspace plane: a TUN device and a raw IPv4 socket of protocol 41, one thread per
-# direction. Each thread drains its non-blocking fd until EAGAIN and only then waits
-# in poll() on (fd, stop pipe): no poll per packet under load, and close() stops both
-# threads promptly. Buffers are preallocated; there is no per-packet logging.
+# Userspace plane: a TUN device and a raw IPv4 socket of protocol 41, forwarded by
+# plane.TunSocketPlane (threads, socket hand-over when the local address changes,
+# counters, prompt close); this module has the 6in4 pumps and decapsulation.
+# Kernel plane: plane.KernelTunnel with a sit link.
 
 import errno
 import os
-import select
 import socket
-import threading
-import time
 
 from cpe_tunnel.adapters.netlink import in_netns
-from cpe_tunnel.adapters.tun import open_tun
+from cpe_tunnel.adapters.plane import (
+    BUFSIZE,
+    SOCKBUF,
+    KernelTunnel,
+    PlainTx,
+    Pump,
+    Stop,
+    TunSocketPlane,
+    drop,
+)
 from cpe_tunnel.core.errors import ConfigError
 
 __all__ = ["IPPROTO_IPV6", "KernelSixin4", "UserspaceSixin4", "choose_dataplane", "create_dataplane",
@@ -32,8 +38,6 @@ __all__ = ["IPPROTO_IPV6", "KernelSixin4", "UserspaceSixin4", "choose_dataplane"
 
 IPPROTO_IPV6 = 41
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
-BUFSIZE = 65536
-BATCH = 64  # packets between clock reads / stop checks while draining
 
 NO_SIT = "this kernel has no sit (6in4) support: install kmod-sit or use dataplane 'userspace'"
 
@@ -108,127 +112,58 @@ def create_dataplane(mode, netlink, ifname, local, remote, ttl=64, tos=0, mtu=12
 # --------------------------------------------------------------------------------
 
 
-class KernelSixin4:
+class KernelSixin4(KernelTunnel):
     """6in4 through the kernel's sit driver (netlink.sit_create)."""
 
-    kind = "kernel"
+    link_kind = "sit"
+    what = "6in4 (sit) tunnel"
 
     def __init__(self, netlink, ifname, local, remote, ttl=64, tos=0, mtu=1280):
-        if local is not None:
-            _ip4(local, "local endpoint")
-        _ip4(remote, "remote endpoint")
         self.ttl, self.tos = _check_ttl_tos(ttl, tos)
-        self.netlink = netlink
-        self.ifname = ifname
-        self.local = local
-        self.remote = remote
-        self.mtu = int(mtu)
-        self._opened = False
-        self._seen = None  # (tx_packets, rx_packets) at the last counters() call
-        self._last_tx = None
-        self._last_rx = None
+        super().__init__(netlink, ifname, local, remote, int(mtu))
 
-    def open(self):
-        kind = self.netlink.link_kind(self.ifname)
-        if kind == "sit":
-            self.netlink.link_del(self.ifname)  # a stale one of ours (crash, restart)
-        elif kind is not None:
-            raise OSError(errno.EEXIST, "device '%s' exists and is not a 6in4 (sit) tunnel" % self.ifname)
-        self.netlink.sit_create(self.ifname, self.local, self.remote, self.ttl, self.tos, self.mtu)
-        self._opened = True
-        try:
-            self.netlink.link_up(self.ifname)
-        except BaseException:
-            self.close()
-            raise
-
-    def set_endpoints(self, local, remote):
+    def _check(self, local, remote):
         if local is not None:
             _ip4(local, "local endpoint")
         _ip4(remote, "remote endpoint")
-        if self._opened:
-            self.netlink.sit_set_endpoints(self.ifname, local, remote)
-        self.local = local
-        self.remote = remote
 
-    def counters(self, now=None):
-        st = self.netlink.link_stats(self.ifname) if self._opened else None
-        if st is None:
-            st = {}
-        now = time.monotonic() if now is None else now
-        tx = st.get("tx_packets", 0)
-        rx = st.get("rx_packets", 0)
-        if self._seen is not None:
-            if tx != self._seen[0]:
-                self._last_tx = now
-            if rx != self._seen[1]:
-                self._last_rx = now
-        self._seen = (tx, rx)
-        drops = {}
-        for key, reason in (("rx_errors", "kernel rx errors"), ("rx_dropped", "kernel rx dropped"),
-                            ("tx_errors", "kernel tx errors"), ("tx_dropped", "kernel tx dropped")):
-            if st.get(key):
-                drops[reason] = st[key]
-        return {
-            "tx_packets": tx,
-            "tx_bytes": st.get("tx_bytes", 0),
-            "rx_packets": rx,
-            "rx_bytes": st.get("rx_bytes", 0),
-            "rx_dropped": st.get("rx_dropped", 0) + st.get("rx_errors", 0),
-            "drops": drops,
-            "last_tx": self._last_tx,
-            "last_rx": self._last_rx,
-        }
+    def _create(self):
+        self.netlink.sit_create(self.ifname, self.local, self.remote, self.ttl, self.tos, self.mtu)
 
-    def close(self):
-        if self._opened:
-            self._opened = False
-            self.netlink.link_del(self.ifname)
+    def _move(self, local, remote):
+        self.netlink.sit_set_endpoints(self.ifname, local, remote)
 
 
 # --------------------------------------------------------------------------------
 
 
-class UserspaceSixin4:
+class UserspaceSixin4(TunSocketPlane):
     """6in4 in userspace: TUN device `ifname` + raw IPv4 socket of protocol 41.
 
     netlink: used to bring the TUN up (optional: without it the caller does that).
     netns: create the TUN and the socket in that network namespace (tests, or a
     daemon managing a namespace it does not run in).
     ttl 0 (inherit) is sent as 64 and tos 1 (inherit) as 0: a userspace socket cannot
-    copy them per packet."""
+    copy them per packet. threads: 2 (one per direction) or 1 (both in one thread)."""
 
-    kind = "userspace"
+    thread_tag = "6in4"
+    REFUSED = "broker unreachable (ICMP)"
+    send_wait_ms = 1000
 
-    def __init__(self, ifname, local, remote, ttl=64, tos=0, mtu=1280, netlink=None, netns=None):
+    def __init__(self, ifname, local, remote, ttl=64, tos=0, mtu=1280, netlink=None, netns=None,
+                 threads=2):
         if local is not None:
             _ip4(local, "local endpoint")
         rb = _ip4(remote, "remote endpoint")
         ttl, tos = _check_ttl_tos(ttl, tos)
+        super().__init__(ifname, int(mtu), netlink, netns, threads)
         self.ttl = ttl or 64
         self.tos = 0 if tos == 1 else tos
-        self.ifname = ifname
         self.local = local
         self.remote = remote
-        self.mtu = int(mtu)
-        self.netlink = netlink
-        self.netns = netns
-        self.error = None  # set when a forwarding thread died unexpectedly
-        # state shared with the threads (plain attribute reads; each counter has one writer)
+        # read by the pumps once per batch
         self._remote_b = rb
         self._dest = (remote, 0)
-        self._tun = None
-        self._sock = None
-        self._retired = []
-        self._stop_r = self._stop_w = None
-        self._wake_r = self._wake_w = None
-        self._threads = []
-        self._stopping = False
-        self.tx_packets = self.tx_bytes = 0
-        self.rx_packets = self.rx_bytes = 0
-        self.last_tx = self.last_rx = None
-        self._tx_drops = {}
-        self._rx_drops = {}
 
     # -- setup -----------------------------------------------------------------------
     def _make_socket(self, local):
@@ -239,7 +174,7 @@ class UserspaceSixin4:
                 s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, self.tos)
                 for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                     try:
-                        s.setsockopt(socket.SOL_SOCKET, opt, 1 << 20)
+                        s.setsockopt(socket.SOL_SOCKET, opt, SOCKBUF)
                     except OSError:
                         pass
                 if local is not None:
@@ -259,252 +194,73 @@ class UserspaceSixin4:
                 raise OSError(e.errno, "a raw protocol-41 socket needs root (CAP_NET_RAW)")
             raise
 
-    def open(self):
-        if self._tun is not None:
-            return
-        fd, name = open_tun(self.ifname, mtu=self.mtu, nonblocking=True, netns=self.netns)
-        self._tun = fd
-        self.ifname = name
-        try:
-            self._sock = self._make_socket(self.local)
-            self._stop_r, self._stop_w = os.pipe()
-            self._wake_r, self._wake_w = os.pipe()
-            for p in (self._stop_r, self._wake_r):
-                os.set_blocking(p, False)
-            if self.netlink is not None:
-                self.netlink.link_up(name)
-            self._stopping = False
-            self._threads = [
-                threading.Thread(target=self._run, args=(loop,), name=tag + name, daemon=True)
-                for loop, tag in ((self._tx_loop, "6in4-tx-"), (self._rx_loop, "6in4-rx-"))
-            ]
-            for t in self._threads:
-                t.start()
-        except BaseException:
-            self.close()
-            raise
+    def _new_socket(self):
+        return self._make_socket(self.local)
+
+    def _pumps(self, tx_sock, rx_sock):
+        return PlainTx(self, tx_sock), _Rx6in4(self, rx_sock)
 
     def set_endpoints(self, local, remote):
-        """Change endpoints while running: a new remote takes effect with the next
-        packet; a new local address rebinds the socket (a fresh one is swapped in)."""
+        """Change endpoints while running: a new remote takes effect within one batch; a
+        new local address rebinds: a fresh socket is handed to the forwarding threads."""
         if local is not None:
             _ip4(local, "local endpoint")
         rb = _ip4(remote, "remote endpoint")
-        if local != self.local and self._sock is not None:
-            new = self._make_socket(local)
-            old, self._sock = self._sock, new
-            # The rx thread re-registers on wake-up; the old socket is closed later (at
-            # the next swap or close()) so no thread can be using it when it goes.
-            while len(self._retired) >= 2:
-                self._retired.pop(0).close()
-            self._retired.append(old)
-            try:
-                os.write(self._wake_w, b"w")
-            except OSError:
-                pass
+        if local != self.local and self._tun is not None:
+            self._hand_over(self._make_socket(local))
         self.local = local
         self._remote_b = rb
         self._dest = (remote, 0)
         self.remote = remote
 
-    def counters(self):
-        drops = {}
-        for d in (self._tx_drops, self._rx_drops):
-            for k in list(d):
-                drops[k] = drops.get(k, 0) + d[k]
-        out = {
-            "tx_packets": self.tx_packets,
-            "tx_bytes": self.tx_bytes,
-            "rx_packets": self.rx_packets,
-            "rx_bytes": self.rx_bytes,
-            "rx_dropped": sum(self._rx_drops.values()),
-            "drops": drops,
-            "last_tx": self.last_tx,
-            "last_rx": self.last_rx,
-        }
-        if self.error:
-            out["error"] = self.error
-        return out
 
-    def close(self):
-        self._stopping = True
-        if self._stop_w is not None:
-            try:
-                os.write(self._stop_w, b"s")
-            except OSError:
-                pass
-        for t in self._threads:
-            t.join(5.0)
-        alive = [t for t in self._threads if t.is_alive()]
-        self._threads = []
-        if alive:  # should not happen; do not pull fds from under a live thread
-            self.error = "forwarding thread did not stop"
-            return
-        for s in self._retired:
-            s.close()
-        self._retired = []
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        for name in ("_tun", "_stop_r", "_stop_w", "_wake_r", "_wake_w"):
-            fd = getattr(self, name)
-            if fd is not None:
-                setattr(self, name, None)
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+class _Rx6in4(Pump):
+    """network -> TUN: proto-41 packets from the broker, decapsulated."""
 
-    # -- forwarding threads ----------------------------------------------------------
-    def _run(self, loop):
-        try:
-            loop()
-        except Exception as e:  # keep the reason for status; never a silent death
-            self.error = "%s: %s" % (loop.__name__.strip("_"), e)
+    name = "rx"
 
-    def _drop(self, drops, reason):
-        drops[reason] = drops.get(reason, 0) + 1
+    def __init__(self, plane, sock):
+        super().__init__(plane, sock)
+        self.buf = bytearray(BUFSIZE)
+        self.mv = memoryview(self.buf)
 
-    def _wait_writable(self, sock, stop_r):
-        p = select.poll()
-        p.register(sock, select.POLLOUT)
-        p.register(stop_r, select.POLLIN)
-        for fd, _ev in p.poll(1000):
-            if fd == stop_r:
-                return False
-        return True
+    def poll_fd(self):
+        return self.sock.fileno()
 
-    def _tx_loop(self):
-        """TUN -> network: IPv6 packets from the TUN, sent to the broker over proto 41."""
-        fd = self._tun
-        stop_r = self._stop_r
-        buf = bytearray(BUFSIZE)
-        bufs = [buf]
-        mv = memoryview(buf)
-        drops = self._tx_drops
-        readv = os.readv
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        poller.register(stop_r, select.POLLIN)
-        while not self._stopping:
-            sent = 0
-            try:
-                while True:
-                    n = readv(fd, bufs)
-                    if n < 40 or (buf[0] >> 4) != 6:
-                        self._drop(drops, "not IPv6 (from TUN)")
-                        continue
-                    pkt = mv[:n]
-                    try:
-                        self._sock.sendto(pkt, self._dest)
-                    except BlockingIOError:
-                        # socket buffer full: wait for room (bounded), retry once
-                        if not self._wait_writable(self._sock, stop_r):
-                            return
-                        try:
-                            self._sock.sendto(pkt, self._dest)
-                        except OSError:
-                            self._drop(drops, "send buffer full")
-                            continue
-                    except OSError as e:
-                        self._drop(drops, _send_reason(e))
-                        continue
-                    self.tx_packets += 1
-                    self.tx_bytes += n
-                    sent += 1
-                    if sent >= BATCH:
-                        self.last_tx = time.monotonic()
-                        sent = 0
-                        if self._stopping:
-                            return
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError as e:
-                if e.errno in (errno.EBADF, errno.EBADFD):
-                    return  # closed under us
-                self._drop(drops, "TUN read error")
-            if sent:
-                self.last_tx = time.monotonic()
-            for rfd, _ev in poller.poll():
-                if rfd == stop_r:
-                    return
-
-    def _rx_loop(self):
-        """network -> TUN: proto-41 packets from the broker, decapsulated."""
-        fd = self._tun
-        stop_r = self._stop_r
-        wake_r = self._wake_r
-        buf = bytearray(BUFSIZE)
-        mv = memoryview(buf)
-        drops = self._rx_drops
+    def run(self):
+        buf, mv, plane = self.buf, self.mv, self.plane
+        recv_into = self.sock.recv_into
+        rb = plane._remote_b
         write = os.write
+        fd = self.fd
         decap = decap_6in4
-        sock = self._sock
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        poller.register(stop_r, select.POLLIN)
-        poller.register(wake_r, select.POLLIN)
-        while not self._stopping:
-            got = 0
-            rb = self._remote_b
-            try:
-                while True:
-                    n = sock.recv_into(buf)
-                    r = decap(buf, n, rb)
-                    if r.__class__ is str:
-                        self._drop(drops, r)
-                        continue
-                    hl, end = r
-                    try:
-                        write(fd, mv[hl:end])
-                    except OSError as e:
-                        if e.errno in (errno.EBADF, errno.EBADFD):
-                            return
-                        self._drop(drops, "TUN write error")
-                        continue
-                    self.rx_packets += 1
-                    self.rx_bytes += end - hl
-                    got += 1
-                    if got >= BATCH:
-                        self.last_rx = time.monotonic()
-                        got = 0
-                        rb = self._remote_b
-                        if self._stopping:
-                            return
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError as e:
-                if e.errno in (errno.EBADF, errno.EBADFD):
-                    return
-                self._drop(drops, "socket read error")
-            if got:
-                self.last_rx = time.monotonic()
-            for rfd, _ev in poller.poll():
-                if rfd == stop_r:
-                    return
-                if rfd == wake_r:
-                    try:
-                        os.read(wake_r, 64)
-                    except OSError:
-                        pass
-                    new = self._sock
-                    if new is not sock:
-                        try:
-                            poller.unregister(sock)
-                        except (KeyError, ValueError, OSError):
-                            pass
-                        sock = new
-                        poller.register(sock, select.POLLIN)
-
-
-def _send_reason(e):
-    code = e.errno
-    if code in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN):
-        return "no route to broker"
-    if code == errno.EMSGSIZE:
-        return "packet too big for the WAN"
-    if code in (errno.ENOBUFS, errno.EAGAIN):
-        return "send buffer full"
-    if code in (errno.EPERM, errno.EACCES):
-        return "blocked by firewall"
-    return "send error"
+        drops = plane._rx_drops
+        pk = by = 0
+        dry = False
+        try:
+            for _ in self.rng:
+                n = recv_into(buf)
+                r = decap(buf, n, rb)
+                if r.__class__ is str:
+                    drop(drops, r)
+                    continue
+                hl, end = r
+                try:
+                    write(fd, mv[hl:end])
+                except OSError as e:
+                    if e.errno in (errno.EBADF, errno.EBADFD):
+                        raise Stop()
+                    drop(drops, "TUN write error")
+                    continue
+                pk += 1
+                by += end - hl
+        except (BlockingIOError, InterruptedError):
+            dry = True
+        except OSError as e:
+            if e.errno in (errno.EBADF, errno.EBADFD):
+                raise Stop()
+            drop(drops, plane.recv_reason(e.errno))
+        finally:
+            if pk:
+                self.rx_done(pk, by)
+        return dry

@@ -18,17 +18,25 @@
 # source but remote6 are dropped and counted ("foreign source"). The socket is not
 # connect()ed: that needs a route to the broker at the time, which a WAN going up and
 # down does not promise. Forwarding machinery (threads, socket hand-over on a new local
-# address, counters, prompt close) is udp6.TunSocketPlane's. No Tunnel Encapsulation
-# Limit option is sent. Byte counters count the inner IPv4 packets.
+# address, counters, prompt close) is plane.TunSocketPlane's; the kernel plane is a
+# plane.KernelTunnel. No Tunnel Encapsulation Limit option is sent. Byte counters
+# count the inner IPv4 packets.
 
 import errno
-import io
 import os
 import socket
-import time
 
 from cpe_tunnel.adapters.netlink import in_netns
-from cpe_tunnel.adapters.udp6 import BUFSIZE, TunSocketPlane, _drop, _Pump, _Stop, _wait_writable
+from cpe_tunnel.adapters.plane import (
+    BUFSIZE,
+    SOCKBUF,
+    KernelTunnel,
+    PlainTx,
+    Pump,
+    Stop,
+    TunSocketPlane,
+    drop,
+)
 from cpe_tunnel.core.errors import ConfigError
 
 __all__ = ["IPPROTO_IPIP", "KernelV4v6", "UserspaceV4v6", "choose_v4v6", "create_v4v6", "decap_4in6",
@@ -36,7 +44,6 @@ __all__ = ["IPPROTO_IPIP", "KernelV4v6", "UserspaceV4v6", "choose_v4v6", "create
 
 IPPROTO_IPIP = 4
 IPV6_FREEBIND = getattr(socket, "IPV6_FREEBIND", 78)
-SOCKBUF = 1 << 20
 
 NO_IP6TNL = ("this kernel has no ip6tnl (4in6) support: install kmod-ip6-tunnel or use dataplane "
              "'userspace'")
@@ -114,83 +121,31 @@ def create_v4v6(mode, netlink, ifname, local6, remote6, mtu=1280, ttl=64):
 # --------------------------------------------------------------------------------
 
 
-class KernelV4v6:
+class KernelV4v6(KernelTunnel):
     """4in6 through the kernel's ip6tnl driver (netlink.ip6tnl_create)."""
 
-    kind = "kernel"
+    link_kind = "ip6tnl"
+    what = "4in6 (ip6tnl) tunnel"
 
     def __init__(self, netlink, ifname, local6, remote6, mtu=1280, ttl=64):
-        if local6 is not None:
-            _ip6(local6, "local endpoint")
-        _ip6(remote6, "remote endpoint")
-        self.mtu = _check_mtu(mtu)
+        self._check(local6, remote6)
+        mtu = _check_mtu(mtu)
         self.ttl = _check_ttl(ttl)
-        self.netlink = netlink
-        self.ifname = ifname
-        self.local = local6
-        self.remote = remote6
-        self._opened = False
-        self._seen = None  # (tx_packets, rx_packets) at the last counters() call
-        self._last_tx = None
-        self._last_rx = None
+        super().__init__(netlink, ifname, local6, remote6, mtu)
 
-    def open(self):
-        kind = self.netlink.link_kind(self.ifname)
-        if kind == "ip6tnl":
-            self.netlink.link_del(self.ifname)  # a stale one of ours (crash, restart)
-        elif kind is not None:
-            raise OSError(errno.EEXIST, "device '%s' exists and is not a 4in6 (ip6tnl) tunnel" % self.ifname)
-        self.netlink.ip6tnl_create(self.ifname, self.local, self.remote, ttl=self.ttl, mtu=self.mtu)
-        self._opened = True
-        try:
-            self.netlink.link_set_mtu(self.ifname, self.mtu)  # the driver may pick its own at creation
-            self.netlink.link_up(self.ifname)
-        except BaseException:
-            self.close()
-            raise
-
-    def set_endpoints(self, local6, remote6):
+    def _check(self, local6, remote6):
         if local6 is not None:
             _ip6(local6, "local endpoint")
         _ip6(remote6, "remote endpoint")
-        if self._opened:
-            self.netlink.ip6tnl_set_endpoints(self.ifname, local6, remote6)
-        self.local = local6
-        self.remote = remote6
 
-    def counters(self, now=None):
-        st = self.netlink.link_stats(self.ifname) if self._opened else None
-        if st is None:
-            st = {}
-        now = time.monotonic() if now is None else now
-        tx = st.get("tx_packets", 0)
-        rx = st.get("rx_packets", 0)
-        if self._seen is not None:
-            if tx != self._seen[0]:
-                self._last_tx = now
-            if rx != self._seen[1]:
-                self._last_rx = now
-        self._seen = (tx, rx)
-        drops = {}
-        for key, reason in (("rx_errors", "kernel rx errors"), ("rx_dropped", "kernel rx dropped"),
-                            ("tx_errors", "kernel tx errors"), ("tx_dropped", "kernel tx dropped")):
-            if st.get(key):
-                drops[reason] = st[key]
-        return {
-            "tx_packets": tx,
-            "tx_bytes": st.get("tx_bytes", 0),
-            "rx_packets": rx,
-            "rx_bytes": st.get("rx_bytes", 0),
-            "rx_dropped": st.get("rx_dropped", 0) + st.get("rx_errors", 0),
-            "drops": drops,
-            "last_tx": self._last_tx,
-            "last_rx": self._last_rx,
-        }
+    def _create(self):
+        self.netlink.ip6tnl_create(self.ifname, self.local, self.remote, ttl=self.ttl, mtu=self.mtu)
 
-    def close(self):
-        if self._opened:
-            self._opened = False
-            self.netlink.link_del(self.ifname)
+    def _after_create(self):
+        self.netlink.link_set_mtu(self.ifname, self.mtu)  # the driver may pick its own at creation
+
+    def _move(self, local6, remote6):
+        self.netlink.ip6tnl_set_endpoints(self.ifname, local6, remote6)
 
 
 # --------------------------------------------------------------------------------
@@ -202,9 +157,11 @@ class UserspaceV4v6(TunSocketPlane):
     local6: our IPv6 WAN address (None: routing picks it); remote6: the broker's.
     ttl: outer hop limit (0 = inherit: sent as 64). netlink: used to bring the TUN up
     (optional). netns: create the TUN and the socket in that network namespace.
-    threads: 2 (one per direction) or 1, as for udp6.TunSocketPlane."""
+    threads: 2 (one per direction) or 1, as for plane.TunSocketPlane."""
 
     thread_tag = "4in6"
+    NO_ROUTE = "no route to broker"
+    REFUSED = UNREACHABLE = "broker unreachable (ICMPv6)"
 
     def __init__(self, ifname, local6, remote6, mtu=1280, ttl=64, netlink=None, netns=None, threads=2):
         if local6 is not None:
@@ -276,61 +233,15 @@ class UserspaceV4v6(TunSocketPlane):
         self.remote = remote6
 
 
-class _Tx4(_Pump):
+class _Tx4(PlainTx):
     """TUN -> network: IPv4 packets from the TUN, sent to the broker in IPv6."""
 
-    name = "tx"
-
-    def __init__(self, plane, sock):
-        super().__init__(plane, sock)
-        self.buf = bytearray(BUFSIZE)
-        self.mv = memoryview(self.buf)
-        self.tunf = io.FileIO(self.fd, "rb", closefd=False)
-
-    def run(self):
-        buf, mv, plane = self.buf, self.mv, self.plane
-        readinto = self.tunf.readinto  # None when empty
-        send = self.sock.sendto
-        dest = plane._dest
-        drops = plane._tx_drops
-        pk = by = 0
-        dry = False
-        try:
-            for _ in self.rng:
-                n = readinto(buf)
-                if n is None:
-                    dry = True
-                    break
-                if n < 20 or buf[0] >> 4 != 4:
-                    _drop(drops, "not IPv4 (from TUN)")
-                    continue
-                try:
-                    send(mv[:n], dest)
-                except BlockingIOError:
-                    _wait_writable(self.sock)
-                    try:
-                        send(mv[:n], dest)
-                    except OSError as e:
-                        _drop(drops, _send_reason(e))
-                        continue
-                except OSError as e:
-                    _drop(drops, _send_reason(e))
-                    continue
-                pk += 1
-                by += n
-        except OSError as e:
-            if e.errno in (errno.EBADF, errno.EBADFD):
-                raise _Stop()
-            _drop(drops, "TUN read error")
-            dry = True
-        if pk:
-            plane.tx_packets += pk
-            plane.tx_bytes += by
-            plane.last_tx = time.monotonic()
-        return dry
+    version = 4
+    min_len = 20
+    not_reason = "not IPv4 (from TUN)"
 
 
-class _Rx4(_Pump):
+class _Rx4(Pump):
     """network -> TUN: IPv4 packets from the broker, IPv6 header already removed."""
 
     name = "rx"
@@ -356,18 +267,18 @@ class _Rx4(_Pump):
             for _ in self.rng:
                 n, src = recvfrom_into(buf)
                 if src[0] != remote:
-                    _drop(drops, "foreign source")
+                    drop(drops, "foreign source")
                     continue
                 end = decap_4in6(buf, n)
                 if end < 0:
-                    _drop(drops, DROP_REASONS[-end])
+                    drop(drops, DROP_REASONS[-end])
                     continue
                 try:
                     write(fd, mv[:end])
                 except OSError as e:
                     if e.errno in (errno.EBADF, errno.EBADFD):
-                        raise _Stop()
-                    _drop(drops, "TUN write error")
+                        raise Stop()
+                    drop(drops, "TUN write error")
                     continue
                 pk += 1
                 by += end
@@ -375,31 +286,9 @@ class _Rx4(_Pump):
             dry = True
         except OSError as e:
             if e.errno in (errno.EBADF, errno.EBADFD):
-                raise _Stop()
-            _drop(drops, _recv_reason(e))
-        if pk:
-            plane.rx_packets += pk
-            plane.rx_bytes += by
-            plane.last_rx = time.monotonic()
+                raise Stop()
+            drop(drops, plane.recv_reason(e.errno))
+        finally:
+            if pk:
+                self.rx_done(pk, by)
         return dry
-
-
-def _send_reason(e):
-    code = e.errno
-    if code in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL):
-        return "no route to broker"
-    if code == errno.EMSGSIZE:
-        return "packet too big for the WAN"
-    if code in (errno.ENOBUFS, errno.EAGAIN):
-        return "send buffer full"
-    if code in (errno.EPERM, errno.EACCES):
-        return "blocked by firewall"
-    if code == errno.ECONNREFUSED:
-        return "broker unreachable (ICMPv6)"
-    return "send error"
-
-
-def _recv_reason(e):
-    if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EPROTO):
-        return "broker unreachable (ICMPv6)"
-    return "socket read error"

@@ -17,7 +17,6 @@ import os
 import select
 import socket
 import struct
-import subprocess
 import threading
 import time
 
@@ -29,6 +28,12 @@ from cpe_tunnel.adapters import ayiya_dp
 from cpe_tunnel.adapters.ayiya_dp import HDR, UserspaceAyiya
 from cpe_tunnel.adapters.netlink import Netlink, in_netns
 from cpe_tunnel.core import ayiya
+from tests.unit import nsutil
+from tests.unit.nsutil import ip as _ip
+from tests.unit.nsutil import open_fds as _open_fds
+from tests.unit.nsutil import ping as _ping
+from tests.unit.nsutil import tun_gone as _tun_gone
+from tests.unit.nsutil import wait as _wait
 
 A_IP, A_IP2 = "192.0.2.1", "192.0.2.11"
 B_IP, B_IP2 = "192.0.2.2", "192.0.2.3"
@@ -199,7 +204,7 @@ def run_tx(plane, packets, clock, path, fail=None):
             return -1
         for j in range(first, first + k):
             # what the kernel would read: the iovec as the ctypes structures say
-            iov = ring.msgs[j].hdr.iov[0]
+            iov = ring.iov[j]
             sock.sent.append(ctypes.string_at(iov.base, iov.len))
         return k
 
@@ -235,7 +240,7 @@ def run_rx(plane, datagrams, clock, path, batches=-1):
         i = 0
         while i < vlen and sock.incoming and not isinstance(sock.incoming[0], int):
             d = sock.incoming.pop(0)
-            iov = ring.msgs[i].hdr.iov[0]
+            iov = ring.iov[i]
             n = min(len(d), iov.len)
             ctypes.memmove(iov.base, d, n)
             ring.msgs[i].len = n
@@ -474,50 +479,11 @@ def test_real_aiccu_and_sixxsd_datagrams(path):
 
 # -- in namespaces -----------------------------------------------------------------------
 
-_counter = [0]
-
-
-def _ip(ns, *args, check=True):
-    return subprocess.run(["ip", "-n", ns] + list(args), capture_output=True, text=True, timeout=10,
-                          check=check)
-
-
-def _wait(pred, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
-
-
-def _ping(ns, dst, count=3):
-    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-6", "-n", "-c", str(count), "-i", "0.2",
-                           "-W", "2", dst], capture_output=True, text=True, timeout=20)
-
 
 @pytest.fixture
 def two_ns():
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    _counter[0] += 1
-    a = "cptaya-%d-%d" % (os.getpid(), _counter[0])
-    b = "cptayb-%d-%d" % (os.getpid(), _counter[0])
-    subprocess.run(["ip", "netns", "add", a], check=True, timeout=10)
-    try:
-        subprocess.run(["ip", "netns", "add", b], check=True, timeout=10)
-        try:
-            _ip(a, "link", "add", "wan", "type", "veth", "peer", "name", "pop", "netns", b)
-            for ns, dev, addrs in ((a, "wan", (A_IP, A_IP2)), (b, "pop", (B_IP, B_IP2))):
-                _ip(ns, "link", "set", "lo", "up")
-                _ip(ns, "link", "set", dev, "up")
-                for x in addrs:
-                    _ip(ns, "addr", "add", x + "/24", "dev", dev)
-            yield a, b
-        finally:
-            subprocess.run(["ip", "netns", "del", b], timeout=10)
-    finally:
-        subprocess.run(["ip", "netns", "del", a], timeout=10)
+    with nsutil.two_ns("cptay", (A_IP, A_IP2), (B_IP, B_IP2)) as ab:
+        yield ab
 
 
 class Pop:
@@ -581,14 +547,6 @@ class Pop:
         self._t.join(2)
         for s in self.socks.values():
             s.close()
-
-
-def _tun_gone(ns, name):
-    return _ip(ns, "link", "show", name, check=False).returncode != 0
-
-
-def _open_fds():
-    return set(os.listdir("/proc/self/fd"))
 
 
 @pytest.mark.lab

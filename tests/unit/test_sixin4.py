@@ -29,6 +29,12 @@ from cpe_tunnel.adapters.sixin4 import (
 )
 from cpe_tunnel.adapters.tun import open_tun
 from cpe_tunnel.core.errors import ConfigError
+from tests.unit import nsutil
+from tests.unit.nsutil import ip as _ip
+from tests.unit.nsutil import open_fds as _open_fds
+from tests.unit.nsutil import ping as _ping
+from tests.unit.nsutil import tun_gone as _tun_gone
+from tests.unit.nsutil import wait as _wait
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -37,50 +43,11 @@ A_IP, A_IP2 = "192.0.2.1", "192.0.2.11"
 B_IP, B_IP2 = "192.0.2.2", "192.0.2.3"
 TUN_ADDR, PEER6 = "2001:db8:1::2", "2001:db8:1::1"
 
-_counter = [0]
-
-
-def _ip(ns, *args, check=True):
-    return subprocess.run(["ip", "-n", ns] + list(args), capture_output=True, text=True, timeout=10,
-                          check=check)
-
-
-def _wait(pred, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
-
-
-def _ping(ns, dst, count=3):
-    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-6", "-n", "-c", str(count), "-i", "0.2",
-                           "-W", "2", dst], capture_output=True, text=True, timeout=20)
-
 
 @pytest.fixture
 def two_ns():
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    _counter[0] += 1
-    a = "cpt64a-%d-%d" % (os.getpid(), _counter[0])
-    b = "cpt64b-%d-%d" % (os.getpid(), _counter[0])
-    subprocess.run(["ip", "netns", "add", a], check=True, timeout=10)
-    try:
-        subprocess.run(["ip", "netns", "add", b], check=True, timeout=10)
-        try:
-            _ip(a, "link", "add", "wan", "type", "veth", "peer", "name", "pop", "netns", b)
-            for ns, dev, addrs in ((a, "wan", (A_IP, A_IP2)), (b, "pop", (B_IP, B_IP2))):
-                _ip(ns, "link", "set", "lo", "up")
-                _ip(ns, "link", "set", dev, "up")
-                for x in addrs:
-                    _ip(ns, "addr", "add", x + "/24", "dev", dev)
-            yield a, b
-        finally:
-            subprocess.run(["ip", "netns", "del", b], timeout=10)
-    finally:
-        subprocess.run(["ip", "netns", "del", a], timeout=10)
+    with nsutil.two_ns("cpt64", (A_IP, A_IP2), (B_IP, B_IP2)) as ab:
+        yield ab
 
 
 class Peer:
@@ -140,20 +107,21 @@ class Peer:
             s.close()
 
 
-def _tun_gone(ns, name):
-    return _ip(ns, "link", "show", name, check=False).returncode != 0
-
-
 @pytest.mark.lab
-def test_userspace_ping_through_tunnel(two_ns):
+@pytest.mark.parametrize("threads", [2, 1])
+def test_userspace_ping_through_tunnel(two_ns, threads):
     a, b = two_ns
     peer = Peer(b)
     nl = Netlink(netns=a)
-    plane = UserspaceSixin4("cpt6in4", A_IP, B_IP, ttl=61, tos=0x20, mtu=1280, netlink=nl, netns=a)
+    fds0 = _open_fds()
+    plane = UserspaceSixin4("cpt6in4", A_IP, B_IP, ttl=61, tos=0x20, mtu=1280, netlink=nl, netns=a,
+                            threads=threads)
     try:
         assert plane.kind == "userspace"
         plane.open()
         assert plane.ifname == "cpt6in4"
+        names = sorted(t.name for t in threading.enumerate() if t.name.startswith("6in4-"))
+        assert names == (["6in4-tx+rx-cpt6in4"] if threads == 1 else ["6in4-rx-cpt6in4", "6in4-tx-cpt6in4"])
         out = _ip(a, "link", "show", "cpt6in4").stdout
         assert "mtu 1280" in out and ",UP" in out
         nl.addr_add("cpt6in4", TUN_ADDR, 64, flags=("nodad",))
@@ -218,11 +186,13 @@ def test_userspace_ping_through_tunnel(two_ns):
         assert peer.requests[-1] == (A_IP, B_IP)
     finally:
         plane.close()
-        peer.close()
         try:
             assert _tun_gone(a, "cpt6in4")  # close() leaves no TUN behind
             assert not [t for t in threading.enumerate() if t.name.startswith("6in4-")]
+            # every socket (the replaced ones included), dup, pipe and the TUN fd closed
+            assert _wait(lambda: _open_fds() == fds0)
         finally:
+            peer.close()
             nl.close()
 
 

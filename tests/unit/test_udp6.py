@@ -8,11 +8,9 @@
 # Every lab test runs for both packet paths: batched (sendmmsg/recvmmsg through ctypes)
 # and plain (send/recv_into).
 
-import os
 import select
 import socket
 import struct
-import subprocess
 import threading
 import time
 
@@ -24,13 +22,17 @@ from cpe_tunnel.adapters import udp6
 from cpe_tunnel.adapters.netlink import Netlink, in_netns
 from cpe_tunnel.adapters.udp6 import CONTROL, DROP_REASONS, UserspaceUdp6, classify_datagram
 from cpe_tunnel.core import tsp
+from tests.unit import nsutil
+from tests.unit.nsutil import ip as _ip
+from tests.unit.nsutil import open_fds as _open_fds
+from tests.unit.nsutil import ping as _ping
+from tests.unit.nsutil import tun_gone as _tun_gone
+from tests.unit.nsutil import wait as _wait
 
 A_IP, B_IP, B_IP2 = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 BPORT = 3653
 TUN_ADDR, PEER6 = "2001:db8:1::2", "2001:db8:1::1"
 CTL = b"\xf0\x00\x00\xf5" + b"\x00\x00\x01\x02" + b"Content-length: 0\r\n"
-
-_counter = [0]
 
 # (batched system calls?, forwarding threads)
 _NO_MMSG = pytest.mark.skipif(udp6._MMSG is None, reason="no ctypes sendmmsg/recvmmsg here")
@@ -41,54 +43,6 @@ PATHS = [pytest.param(True, 2, id="batch-2threads", marks=_NO_MMSG),
 PATHS2 = PATHS[:2]
 
 
-def _ip(ns, *args, check=True):
-    return subprocess.run(["ip", "-n", ns] + list(args), capture_output=True, text=True, timeout=10,
-                          check=check)
-
-
-def _wait(pred, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
-
-
-def _ping(ns, dst, count=3, wait=2):
-    """wait: seconds for the last reply (short where no answer is expected)"""
-    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-6", "-n", "-c", str(count), "-i", "0.2",
-                           "-W", str(wait), dst], capture_output=True, text=True, timeout=20)
-
-
-def _open_fds():
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture
-def two_ns():
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    _counter[0] += 1
-    a = "cptu6a-%d-%d" % (os.getpid(), _counter[0])
-    b = "cptu6b-%d-%d" % (os.getpid(), _counter[0])
-    subprocess.run(["ip", "netns", "add", a], check=True, timeout=10)
-    try:
-        subprocess.run(["ip", "netns", "add", b], check=True, timeout=10)
-        try:
-            _ip(a, "link", "add", "wan", "type", "veth", "peer", "name", "pop", "netns", b)
-            for ns, dev, addrs in ((a, "wan", (A_IP,)), (b, "pop", (B_IP, B_IP2))):
-                _ip(ns, "link", "set", "lo", "up")
-                _ip(ns, "link", "set", dev, "up")
-                for x in addrs:
-                    _ip(ns, "addr", "add", x + "/24", "dev", dev)
-            yield a, b
-        finally:
-            subprocess.run(["ip", "netns", "del", b], timeout=10)
-    finally:
-        subprocess.run(["ip", "netns", "del", a], timeout=10)
-
-
 def client_socket(ns, port=0):
     """The TSP session's socket as the daemon hands it over: bound, connected."""
     def make():
@@ -97,6 +51,16 @@ def client_socket(ns, port=0):
         s.connect((B_IP, BPORT))
         return s
     return in_netns(ns, make)
+
+
+def _threads_gone():
+    return nsutil.threads_gone("udp6-")
+
+
+@pytest.fixture
+def two_ns():
+    with nsutil.two_ns("cptu6", (A_IP,), (B_IP, B_IP2)) as ab:
+        yield ab
 
 
 class Peer:
@@ -156,14 +120,6 @@ class Peer:
         self._t.join(2)
         self.sock.close()
         self.other.close()
-
-
-def _tun_gone(ns, name):
-    return _ip(ns, "link", "show", name, check=False).returncode != 0
-
-
-def _threads_gone():
-    return not [t for t in threading.enumerate() if t.name.startswith("udp6-")]
 
 
 def _setup_plane(a, sock, batch, threads, **kw):
@@ -553,3 +509,80 @@ def test_classify_datagram_fuzz(data, off, n):
     assert (r == CONTROL) == (tsp.classify(d) == "control")
     if r > 0:
         assert tsp.classify(d) == "data"
+
+
+# -- the shared machinery (adapters/plane.py) as every plane uses it --------------------
+
+
+def test_socket_error_reasons_per_plane():
+    """One send_reason / recv_reason for all planes, each with its own names for the
+    far end; the texts are the ones status output shows (never renamed)."""
+    import errno
+
+    from cpe_tunnel.adapters.ayiya_dp import UserspaceAyiya
+    from cpe_tunnel.adapters.sixin4 import UserspaceSixin4
+    from cpe_tunnel.adapters.v4v6 import UserspaceV4v6
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect(("127.0.0.1", 9))  # nothing is sent: a connected socket for the constructor
+    u = UserspaceUdp6("cptu6r", s)
+    try:
+        s6 = UserspaceSixin4("cptr", None, B_IP)
+        v = UserspaceV4v6("cptr", None, "2001:db8::1")
+        a = UserspaceAyiya("cptr", None, B_IP, "2001:db8::2", "2001:db8::1", "secret")
+        for plane, refused, no_route in ((u, "broker port unreachable", "no route to broker"),
+                                         (s6, "broker unreachable (ICMP)", "no route to broker"),
+                                         (v, "broker unreachable (ICMPv6)", "no route to broker"),
+                                         (a, "tunnel server port unreachable (ICMP)", "no route to tunnel server")):
+            assert plane.send_reason(errno.ECONNREFUSED) == refused
+            assert plane.recv_reason(errno.ECONNREFUSED) == refused
+            for code in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL):
+                assert plane.send_reason(code) == no_route
+            assert plane.send_reason(errno.EMSGSIZE) == "packet too big for the WAN"
+            assert plane.send_reason(errno.ENOBUFS) == plane.send_reason(errno.EAGAIN) == "send buffer full"
+            assert plane.send_reason(errno.EPERM) == "blocked by firewall"
+            assert plane.send_reason(errno.EIO) == "send error"
+            assert plane.recv_reason(errno.EIO) == "socket read error"
+        # an ICMP unreachable reported on receive: named for the 4in6 plane only
+        assert v.recv_reason(errno.EHOSTUNREACH) == "broker unreachable (ICMPv6)"
+        assert u.recv_reason(errno.EHOSTUNREACH) == "socket read error"
+    finally:
+        u.close()
+
+
+def test_wait_writable_gives_up_when_the_plane_stops():
+    from cpe_tunnel.adapters.plane import wait_writable
+
+    class P:
+        send_wait_ms = 5000
+        _stopping = False
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        a.setblocking(False)
+        try:
+            while True:
+                a.send(b"x" * 512)
+        except BlockingIOError:
+            pass  # a's buffer is full (nobody reads b)
+        p = P()
+        threading.Timer(0.1, lambda: setattr(p, "_stopping", True)).start()
+        t = time.monotonic()
+        assert wait_writable(p, a) is False
+        assert time.monotonic() - t < 3.0  # not the whole 5 s
+        p._stopping = False
+        p.send_wait_ms = 60
+        assert wait_writable(p, a) is True  # timed out, not stopping: the caller retries once
+        b.setblocking(False)
+        try:
+            while True:
+                b.recv(1024)
+        except BlockingIOError:
+            pass  # drained: room again
+        p.send_wait_ms = 5000
+        t = time.monotonic()
+        assert wait_writable(p, a) is True
+        assert time.monotonic() - t < 2.0  # returned on room, not after the 5 s
+    finally:
+        a.close()
+        b.close()

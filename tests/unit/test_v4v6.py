@@ -31,6 +31,11 @@ from cpe_tunnel.adapters.v4v6 import (
     decap_4in6,
 )
 from cpe_tunnel.core.errors import ConfigError
+from tests.unit import nsutil
+from tests.unit.nsutil import ip as _ip
+from tests.unit.nsutil import open_fds as _open_fds
+from tests.unit.nsutil import tun_gone as _tun_gone
+from tests.unit.nsutil import wait as _wait
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -39,55 +44,19 @@ A6, A6_2 = "2001:db8:f::1", "2001:db8:f::11"
 B6, B6_2, B6_3 = "2001:db8:f::2", "2001:db8:f::3", "2001:db8:f::4"
 TUN4, PEER4 = "198.51.100.1", "198.51.100.2"
 
-_counter = [0]
-
-
-def _ip(ns, *args, check=True):
-    return subprocess.run(["ip", "-n", ns] + list(args), capture_output=True, text=True, timeout=10,
-                          check=check)
-
-
-def _wait(pred, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
-
 
 def _ping(ns, dst, count=3, wait=2):
-    """wait: seconds for the last reply (short where no answer is expected)"""
-    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-4", "-n", "-c", str(count), "-i", "0.2",
-                           "-W", str(wait), dst], capture_output=True, text=True, timeout=20)
+    return nsutil.ping(ns, dst, count, wait, family=4)
 
 
-def _open_fds():
-    return len(os.listdir("/proc/self/fd"))
+def _threads_gone():
+    return nsutil.threads_gone("4in6-")
 
 
 @pytest.fixture
 def two_ns():
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    _counter[0] += 1
-    a = "cpt46a-%d-%d" % (os.getpid(), _counter[0])
-    b = "cpt46b-%d-%d" % (os.getpid(), _counter[0])
-    subprocess.run(["ip", "netns", "add", a], check=True, timeout=10)
-    try:
-        subprocess.run(["ip", "netns", "add", b], check=True, timeout=10)
-        try:
-            _ip(a, "link", "add", "wan", "type", "veth", "peer", "name", "pop", "netns", b)
-            for ns, dev, addrs in ((a, "wan", (A6, A6_2)), (b, "pop", (B6, B6_2, B6_3))):
-                _ip(ns, "link", "set", "lo", "up")
-                _ip(ns, "link", "set", dev, "up")
-                for x in addrs:
-                    _ip(ns, "addr", "add", x + "/64", "dev", dev, "nodad")
-            yield a, b
-        finally:
-            subprocess.run(["ip", "netns", "del", b], timeout=10)
-    finally:
-        subprocess.run(["ip", "netns", "del", a], timeout=10)
+    with nsutil.two_ns("cpt46", (A6, A6_2), (B6, B6_2, B6_3), plen=64, nodad=True) as ab:
+        yield ab
 
 
 class Peer:
@@ -156,14 +125,6 @@ class Peer:
         self.rx.close()
         for s in self.tx.values():
             s.close()
-
-
-def _tun_gone(ns, name):
-    return _ip(ns, "link", "show", name, check=False).returncode != 0
-
-
-def _threads_gone():
-    return not [t for t in threading.enumerate() if t.name.startswith("4in6-")]
 
 
 @pytest.mark.lab
