@@ -49,7 +49,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from tests import harness
+from tests import harness  # noqa: E402
 
 MODES = ("http-update", "tsp-v6v4", "tsp-v6udpv4", "tic-6in4", "tic-ayiya", "v4v6")
 TIC_ROUTED = {"T3740": "2001:db8:2f02::/48", "T5072": "2001:db8:2f01::/48"}

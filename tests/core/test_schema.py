@@ -196,7 +196,8 @@ config lan
         "tunnel 'he': option 'mtu' = '9000': expected an integer from 1280 to 1480",
         "tunnel 'he': unknown option 'updatkey' (did you mean 'updatekey'?)",
         "tunnel 'he': option 'peeraddr' = 'not-an-ip': expected an IPv4 address like 192.0.2.1",
-        "tunnel 'he': option 'ip6addr' is required in mode 'http-update' (our side of the tunnel, e.g. 2001:db8:1::2/64)",
+        "tunnel 'he': option 'ip6addr' is required in mode 'http-update' "
+        "(our side of the tunnel, e.g. 2001:db8:1::2/64)",
         "tunnel 'he': option 'username' is required in mode 'http-update' (your account name at the broker)",
         "tunnel 'he': option 'tunnelid' is required in mode 'http-update'",
         "tunnel 'he': option 'updatekey' is required in mode 'http-update'",
@@ -358,8 +359,10 @@ def test_shipped_file_explains_what_to_fill_in():
     cfg, p = schema.validate(uci.parse(text))
     assert cfg["globals"]["enabled"] is False
     assert p == [
-        "tunnel 'he': option 'peeraddr' is required in mode 'http-update' (the broker's IPv4 endpoint, e.g. 203.0.113.1)",
-        "tunnel 'he': option 'ip6addr' is required in mode 'http-update' (our side of the tunnel, e.g. 2001:db8:1::2/64)",
+        "tunnel 'he': option 'peeraddr' is required in mode 'http-update' "
+        "(the broker's IPv4 endpoint, e.g. 203.0.113.1)",
+        "tunnel 'he': option 'ip6addr' is required in mode 'http-update' "
+        "(our side of the tunnel, e.g. 2001:db8:1::2/64)",
         "tunnel 'he': option 'username' is required in mode 'http-update' (your account name at the broker)",
         "tunnel 'he': option 'tunnelid' is required in mode 'http-update' (the broker's ID of this tunnel)",
         "tunnel 'he': option 'updatekey' is required in mode 'http-update' (or set the account 'password')",

@@ -318,7 +318,8 @@ def run(argv, timeout=180, mem="1024M", modules=MODULES, env=None, cwd=ROOT, fpu
     for d in (os.path.realpath(cwd), os.path.realpath(ROOT), os.path.dirname(os.path.dirname(sys.executable))):
         if d.startswith(("/tmp/", "/run/")) and not any(d == h or d.startswith(h + "/") for h in hostdirs):
             hostdirs.append(d)
-    for key, val in (("@HOSTDIRS@", " ".join(_sq(d) for d in hostdirs)), ("@WORK@", _sq(work)), ("@MODULES_BASE@", MODULES_BASE),
+    for key, val in (("@HOSTDIRS@", " ".join(_sq(d) for d in hostdirs)), ("@WORK@", _sq(work)),
+                     ("@MODULES_BASE@", MODULES_BASE),
                      ("@MODULES@", " ".join(modules)), ("@CWD@", _sq(cwd)),
                      ("@TIMEOUT@", str(int(timeout))), ("@CMD@", " ".join(_sq(a) for a in argv)),
                      ("@ENV@", " ".join("%s=%s" % (k, _sq(v)) for k, v in sorted(genv.items())))):

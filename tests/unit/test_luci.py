@@ -367,7 +367,8 @@ def status_keys():
                     found += 1
                     for n in ast.walk(f):
                         if isinstance(n, ast.Dict):
-                            keys |= {k.value for k in n.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+                            keys |= {k.value for k in n.keys
+                                     if isinstance(k, ast.Constant) and isinstance(k.value, str)}
                         elif isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Store) and \
                                 isinstance(n.slice, ast.Constant) and isinstance(n.slice.value, str):
                             keys.add(n.slice.value)
