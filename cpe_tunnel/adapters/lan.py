@@ -46,12 +46,14 @@ def addr_text(host):
         return host
 
 
-def bound_icmp6_socket(ifname, pass_types):
-    """Non-blocking raw ICMPv6 socket bound to ifname, receiving only pass_types."""
-    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+def bound_raw_socket(family, proto, ifname, setup=None):
+    """Non-blocking raw socket bound to ifname; setup(sock), when given, sets further
+    options. The socket is closed again when any of this fails."""
+    s = socket.socket(family, socket.SOCK_RAW, proto)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-        s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter(pass_types))
+        if setup is not None:
+            setup(s)
         s.setblocking(False)
     except BaseException:
         s.close()
@@ -59,7 +61,48 @@ def bound_icmp6_socket(ifname, pass_types):
     return s
 
 
-class RaSocket:
+def bound_icmp6_socket(ifname, pass_types):
+    """Non-blocking raw ICMPv6 socket bound to ifname, receiving only pass_types."""
+    filt = icmp6_filter(pass_types)
+    return bound_raw_socket(
+        socket.AF_INET6,
+        socket.IPPROTO_ICMPV6,
+        ifname,
+        lambda s: s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, filt),
+    )
+
+
+class RawSocket:
+    """What the raw sockets here share: self.sock (non-blocking), fileno() for the loop,
+    drain() and an idempotent close() (also as a context manager)."""
+
+    sock = None
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def drain(self, recv, *args):
+        """Yield recv(*args) until nothing is waiting, at most MAX_DRAIN times."""
+        for _ in range(MAX_DRAIN):
+            try:
+                got = recv(*args)
+            except (BlockingIOError, InterruptedError):
+                return
+            yield got
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class RaSocket(RawSocket):
     """Raw ICMPv6 socket for sending RAs and receiving RSs on one LAN interface.
     Sends with hop limit 255 (RFC 4861 §6.1.2 makes receivers check it), receives only
     Router Solicitations that arrived with hop limit 255 (§6.1.1)."""
@@ -82,9 +125,6 @@ class RaSocket:
             raise
         self.sock = s
 
-    def fileno(self):
-        return self.sock.fileno()
-
     def send(self, msg, dst=ALL_NODES):
         """Send one ICMPv6 message (the kernel fills in the checksum and picks the
         interface's link-local source). OSError (e.g. no usable link-local address
@@ -95,11 +135,7 @@ class RaSocket:
         """[(msg bytes, source address text)] of the Router Solicitations waiting."""
         out = []
         cmsg_space = socket.CMSG_SPACE(4)
-        for _ in range(MAX_DRAIN):
-            try:
-                data, anc, _flags, addr = self.sock.recvmsg(2048, cmsg_space)
-            except (BlockingIOError, InterruptedError):
-                break
+        for data, anc, _flags, addr in self.drain(self.sock.recvmsg, 2048, cmsg_space):
             hlim = None
             for level, typ, cdata in anc:
                 if level == socket.IPPROTO_IPV6 and typ == socket.IPV6_HOPLIMIT and len(cdata) >= 4:
@@ -109,17 +145,6 @@ class RaSocket:
                 continue
             out.append((bytes(data), addr_text(addr[0])))
         return out
-
-    def close(self):
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def link_lladdr(ifname, sysfs="/sys/class/net"):

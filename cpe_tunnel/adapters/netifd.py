@@ -48,6 +48,28 @@ def _plen_text(text):
     return a, n
 
 
+def _addr_entry(local):
+    """netifd's address object for (address text, prefix length text)."""
+    a = collections.OrderedDict()
+    a["ipaddr"] = local[0]
+    a["mask"] = local[1]
+    return a
+
+
+def _add_default_routes(msg, key, target, local, up, prefixes):
+    """msg[key]: a source-specific default route (target/0) from the tunnel's own address
+    (when up) and from each prefix; nothing when there are none."""
+    routes = []
+    for src in ([local[0] + "/" + local[1]] if local and up else []) + prefixes:
+        r = collections.OrderedDict()
+        r["target"] = target
+        r["netmask"] = "0"
+        r["source"] = src
+        routes.append(r)
+    if routes:
+        msg[key] = routes
+
+
 class NetifdReporter:
     def __init__(self, interface, bus=None, run=None, ubus_cmd="ubus", timeout=5):
         """interface: the netifd interface name (--netifd). bus: an object with
@@ -81,21 +103,10 @@ class NetifdReporter:
         local = _plen_text((status.get("tunnel_addresses") or {}).get("local"))
         prefixes = [p for p in (status.get("delegated_prefixes") or []) if _plen_text(p)]
         if local:
-            addr6 = collections.OrderedDict()
-            addr6["ipaddr"] = local[0]
-            addr6["mask"] = local[1]
-            msg["ip6addr"] = [addr6]
+            msg["ip6addr"] = [_addr_entry(local)]
         if not up:
             prefixes = []
-        routes = []
-        for src in ([local[0] + "/" + local[1]] if local and up else []) + prefixes:
-            r = collections.OrderedDict()
-            r["target"] = "::"
-            r["netmask"] = "0"
-            r["source"] = src
-            routes.append(r)
-        if routes:
-            msg["routes6"] = routes
+        _add_default_routes(msg, "routes6", "::", local, up, prefixes)
         if prefixes:
             msg["ip6prefix"] = list(prefixes)
         msg["interface"] = self.interface
@@ -105,22 +116,12 @@ class NetifdReporter:
         ta = status.get("tunnel_addresses") or {}
         local = _plen_text(ta.get("local"))
         if local:
-            a = collections.OrderedDict()
-            a["ipaddr"] = local[0]
-            a["mask"] = local[1]
+            a = _addr_entry(local)
             if ta.get("remote"):
                 a["ptp"] = ta["remote"]
             msg["ipaddr"] = [a]
         prefixes = [p for p in (status.get("delegated_prefixes4") or []) if _plen_text(p)] if up else []
-        routes = []
-        for src in ([local[0] + "/" + local[1]] if local and up else []) + prefixes:
-            r = collections.OrderedDict()
-            r["target"] = "0.0.0.0"
-            r["netmask"] = "0"
-            r["source"] = src
-            routes.append(r)
-        if routes:
-            msg["routes"] = routes
+        _add_default_routes(msg, "routes", "0.0.0.0", local, up, prefixes)
         msg["interface"] = self.interface
         return msg
 

@@ -12,32 +12,17 @@
 #   parsers raise RemoteProtocolError (reason readable) on anything malformed and
 #   never let IndexError / struct.error escape.
 
-import struct
-
-from cpe_tunnel.core.errors import LocalProtocolError, RemoteProtocolError
-from cpe_tunnel.core.icmp6 import checksum
+from cpe_tunnel.core.errors import RemoteProtocolError
+from cpe_tunnel.core.icmp6 import checksum, echo_header, echo_message, with_checksum
 
 ECHO_REPLY = 0
 ECHO_REQUEST = 8
 PROTO_ICMP = 1
 
 
-def _u16(v, what):
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v > 0xFFFF:
-        raise LocalProtocolError("%s must be an integer from 0 to 65535" % what)
-    return v
-
-
 def _echo(type_, ident, seq, payload):
-    _u16(ident, "echo identifier")
-    _u16(seq, "echo sequence number")
-    if not isinstance(payload, (bytes, bytearray)):
-        raise LocalProtocolError("echo payload must be bytes")
-    if len(payload) > 65535 - 20 - 8:
-        raise LocalProtocolError("echo payload too long (%d bytes)" % len(payload))
-    msg = struct.pack("!BBHHH", type_, 0, 0, ident, seq) + bytes(payload)
-    c = checksum(msg)
-    return msg[:2] + struct.pack("!H", c) + msg[4:]
+    msg = echo_message(type_, ident, seq, payload, 65535 - 20 - 8)
+    return with_checksum(msg, checksum(msg))
 
 
 def echo_request4(ident, seq, payload=b""):
@@ -53,15 +38,7 @@ def echo_reply4(ident, seq, payload=b""):
 def parse_echo4(msg):
     """(type, ident, seq, payload bytes) of an ICMP Echo Request/Reply message (no IP
     header); the checksum is verified. RemoteProtocolError on anything else."""
-    if not isinstance(msg, (bytes, bytearray, memoryview)):
-        raise RemoteProtocolError("ICMP message must be bytes")
-    if len(msg) < 8:
-        raise RemoteProtocolError("ICMP echo message too short (%d bytes, need 8)" % len(msg))
-    type_, code, _c, ident, seq = struct.unpack_from("!BBHHH", msg, 0)
-    if type_ != ECHO_REQUEST and type_ != ECHO_REPLY:
-        raise RemoteProtocolError("ICMP type %d is not an echo request/reply" % type_)
-    if code != 0:
-        raise RemoteProtocolError("ICMP echo with code %d (must be 0)" % code)
+    type_, ident, seq = echo_header(msg, "ICMP", ECHO_REQUEST, ECHO_REPLY)
     if checksum(msg) != 0:
         raise RemoteProtocolError("ICMP echo checksum is wrong")
     return type_, ident, seq, bytes(msg[8:])

@@ -80,19 +80,45 @@ def _u16(v, what):
     return v
 
 
-def _echo(type_, ident, seq, payload, src, dst):
+def echo_message(type_, ident, seq, payload, max_payload):
+    """An echo message (ICMP or ICMPv6: the same layout) with checksum 0; ident and seq
+    are 16-bit, payload bytes of at most max_payload. LocalProtocolError otherwise."""
     _u16(ident, "echo identifier")
     _u16(seq, "echo sequence number")
     if not isinstance(payload, (bytes, bytearray)):
         raise LocalProtocolError("echo payload must be bytes")
-    if len(payload) > 65535 - 8:
+    if len(payload) > max_payload:
         raise LocalProtocolError("echo payload too long (%d bytes)" % len(payload))
-    msg = struct.pack("!BBHHH", type_, 0, 0, ident, seq) + bytes(payload)
+    return struct.pack("!BBHHH", type_, 0, 0, ident, seq) + bytes(payload)
+
+
+def with_checksum(msg, c):
+    """msg with c stored in its checksum field (bytes 2-3, as in ICMP and ICMPv6)."""
+    return msg[:2] + struct.pack("!H", c) + msg[4:]
+
+
+def echo_header(msg, proto, request, reply):
+    """(type, ident, seq) of an echo message of `proto` ("ICMP" or "ICMPv6") whose echo
+    types are request/reply; the checksum is not looked at. RemoteProtocolError when it
+    is not bytes, is short, or is not an echo request/reply with code 0."""
+    if not isinstance(msg, (bytes, bytearray, memoryview)):
+        raise RemoteProtocolError("%s message must be bytes" % proto)
+    if len(msg) < 8:
+        raise RemoteProtocolError("%s echo message too short (%d bytes, need 8)" % (proto, len(msg)))
+    type_, code, _c, ident, seq = struct.unpack_from("!BBHHH", msg, 0)
+    if type_ != request and type_ != reply:
+        raise RemoteProtocolError("%s type %d is not an echo request/reply" % (proto, type_))
+    if code != 0:
+        raise RemoteProtocolError("%s echo with code %d (must be 0)" % (proto, code))
+    return type_, ident, seq
+
+
+def _echo(type_, ident, seq, payload, src, dst):
+    msg = echo_message(type_, ident, seq, payload, 65535 - 8)
     if src is not None or dst is not None:
         if src is None or dst is None:
             raise LocalProtocolError("give both src and dst to compute the checksum")
-        c = icmp6_checksum(src, dst, msg)
-        msg = msg[:2] + struct.pack("!H", c) + msg[4:]
+        msg = with_checksum(msg, icmp6_checksum(src, dst, msg))
     return msg
 
 
@@ -111,15 +137,7 @@ def parse_echo(msg, src=None, dst=None):
     """(type, ident, seq, payload bytes) of an ICMPv6 Echo Request/Reply.
     When src and dst are given the checksum is verified too.
     RemoteProtocolError on anything else or anything malformed."""
-    if not isinstance(msg, (bytes, bytearray, memoryview)):
-        raise RemoteProtocolError("ICMPv6 message must be bytes")
-    if len(msg) < 8:
-        raise RemoteProtocolError("ICMPv6 echo message too short (%d bytes, need 8)" % len(msg))
-    type_, code, _c, ident, seq = struct.unpack_from("!BBHHH", msg, 0)
-    if type_ != ECHO_REQUEST and type_ != ECHO_REPLY:
-        raise RemoteProtocolError("ICMPv6 type %d is not an echo request/reply" % type_)
-    if code != 0:
-        raise RemoteProtocolError("ICMPv6 echo with code %d (must be 0)" % code)
+    type_, ident, seq = echo_header(msg, "ICMPv6", ECHO_REQUEST, ECHO_REPLY)
     if src is not None and dst is not None:
         try:
             bad = icmp6_checksum(src, dst, msg) != 0

@@ -30,8 +30,9 @@ Secrets (account passwords, update keys) are kept out of every repr.
 """
 
 import ipaddress
-import json
 from dataclasses import dataclass, field
+
+from tests.peer_util import claim_networks, claim_tunnel_id, load_json_config
 
 
 class BrokerConfigError(ValueError):
@@ -253,28 +254,12 @@ def parse_config(obj):
         tunnels = []
         for ti, t in enumerate(tl):
             spec = _parse_tunnel(t, "%s.tunnels[%d]" % (where, ti))
-            _need(spec.id not in tids, "tunnel id %r appears twice" % spec.id)
-            tids.add(spec.id)
-            for n in spec.networks:
-                for other_id, o in nets:
-                    _need(
-                        not n.overlaps(o),
-                        "tunnel %s network %s overlaps %s of tunnel %s" % (spec.id, n, o, other_id),
-                    )
-                nets.append((spec.id, n))
+            claim_tunnel_id(spec.id, tids, BrokerConfigError)
+            claim_networks(spec.id, spec.networks, nets, BrokerConfigError)
             tunnels.append(spec)
         cfg.accounts.append(Account(username=user, password=pw, tunnels=tunnels))
     return cfg
 
 
 def load_config(path):
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise BrokerConfigError("cannot read %s: %s" % (path, exc.strerror or exc))
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BrokerConfigError("%s is not valid JSON: %s" % (path, exc))
-    return parse_config(obj)
+    return load_json_config(path, parse_config, BrokerConfigError)

@@ -16,17 +16,14 @@ The broker's own tunnel address sits on the TUN device, so the kernel answers
 ICMPv6 echo to it -- the keepalive target of a client.
 """
 
-import fcntl
 import os
 import select
 import socket
 import struct
 import subprocess
-import threading
 
-TUNSETIFF = 0x400454CA
-IFF_TUN = 0x0001
-IFF_NO_PI = 0x1000
+from tests.peer_util import Workers, close_fds, open_tun, set_up_tun, tunnels_tun_lines
+
 IPPROTO_IPV6_IN_IPV4 = 41
 
 
@@ -108,35 +105,13 @@ def classify_outbound(registry, pkt):
     return t, ep, inner
 
 
-def open_tun(name):
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-    try:
-        ifr = struct.pack("16sH", name.encode("ascii"), IFF_TUN | IFF_NO_PI)
-        fcntl.ioctl(fd, TUNSETIFF, ifr)
-    except OSError:
-        os.close(fd)
-        raise
-    os.set_blocking(fd, False)
-    return fd
-
-
 def configure_tun(config, run=subprocess.run):
     """Addresses and routes of the PoP's TUN device (run inside the broker namespace)."""
-    dev = config.tun_name
-    try:
-        with open("/proc/sys/net/ipv6/conf/%s/accept_dad" % dev, "w") as f:
-            f.write("0")
-    except OSError:
-        pass
-    lines = ["link set dev %s mtu %d up" % (dev, config.tun_mtu)]
-    for spec in config.tunnels():
-        lines.append("addr add %s/%d dev %s" % (spec.server_v6, spec.client_v6.network.prefixlen, dev))
-        for r in spec.routed:
-            lines.append("route add %s dev %s" % (r, dev))
-    run(["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True, capture_output=True)
+    tunnels = [(t.server_v6, t.client_v6.network.prefixlen, t.routed) for t in config.tunnels()]
+    set_up_tun(config.tun_name, tunnels_tun_lines(config.tun_name, config.tun_mtu, tunnels), run=run)
 
 
-class PopEngine:
+class PopEngine(Workers):
     """The data-plane loop, in its own thread."""
 
     def __init__(self, registry, tun_fd, raw_sock):
@@ -144,9 +119,7 @@ class PopEngine:
         self.tun_fd = tun_fd
         self.raw = raw_sock
         self.raw.setblocking(False)
-        self._wake_r, self._wake_w = os.pipe()
-        self._stop = False
-        self.thread = None
+        self.init_workers()
 
     @classmethod
     def open(cls, registry):
@@ -162,22 +135,12 @@ class PopEngine:
         return cls(registry, fd, raw)
 
     def start(self):
-        self.thread = threading.Thread(target=self.run, name="pop", daemon=True)
-        self.thread.start()
+        self.start_worker(self.run, "pop")
 
     def stop(self):
-        self._stop = True
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
-        if self.thread is not None:
-            self.thread.join(5)
-        for fd in (self._wake_r, self._wake_w, self.tun_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self.stop_workers()
+        self.close_wake()
+        close_fds(self.tun_fd)
         self.raw.close()
 
     def run(self):

@@ -1,5 +1,7 @@
 import binascii
 
+from corecheck import raises as _raises
+
 from cpe_tunnel.core import icmp4
 from cpe_tunnel.core.addr import ip4_aton
 from cpe_tunnel.core.errors import LocalProtocolError, RemoteProtocolError
@@ -10,15 +12,6 @@ REPLY_PKT = binascii.unhexlify(
     "450000300001000040010248cb007141cb007142000003d6123400076370652d74756e6e656c206b656570616c697665")
 # ICMP(type=8, id=0xbeef, seq=65535)/b"abc"
 REQUEST_MSG = binascii.unhexlify("080074adbeefffff616263")
-
-
-def _raises(exc, fn, *args):
-    try:
-        fn(*args)
-    except exc as e:
-        assert e.reason, "empty reason"
-        return e
-    assert False, "no %s from %r" % (exc.__name__, args)
 
 
 def test_echo_request_matches_scapy():

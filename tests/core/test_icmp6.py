@@ -1,5 +1,7 @@
 import binascii
 
+from corecheck import raises as _raises
+
 from cpe_tunnel.core import icmp6
 from cpe_tunnel.core.addr import ip6_aton
 from cpe_tunnel.core.errors import LocalProtocolError, RemoteProtocolError
@@ -14,15 +16,6 @@ PKT1 = binascii.unhexlify(
 PKT2 = binascii.unhexlify(
     "6000000000083afffe800000000000000000000000000001ff0200000000000000000000000000018000"
     "82300007ffff")
-
-
-def _raises(exc, fn, *args):
-    try:
-        fn(*args)
-    except exc as e:
-        assert e.reason, "empty reason"
-        return e
-    assert False, "no %s from %r" % (exc.__name__, args)
 
 
 def test_checksum_rfc1071_example():

@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-from tests import harness
 from tests.kernel.runner import IN_VM_ENV
 
 pytestmark = [
@@ -55,18 +54,13 @@ def test_timerfd_sees_real_clock_steps():
 
 
 def test_tic_is_retried_at_once_when_the_clock_is_stepped(umllab):
+    from tests.kernel.test_inside_daemon import tic_daemon
     from tests.sixxs_pop import example_config, start_pop
 
     lab = umllab
     pop = start_pop(lab, example_config())
     pop.set_clock_offset(600)  # real time is 10 minutes ahead of this router's clock
-    t = {"mode": "tic", "server": ["203.0.113.18"], "username": "CPE1-SIXXS", "password": "tic-secret-1",
-         "tunnelid": "T3740", "ip6prefix": ["2001:db8:2f02::/48"], "keepalive_interval": 2, "tic_tls": "require",
-         "ca_file": pop.ca_file, "dataplane": "kernel"}
-    d = harness.Daemon(lab, mode="tic", prefix="2001:db8:2f02::/48", tunnel_extra=t)
-    d.write_config(open(d.path).read().replace("config globals 'main'",
-                                               "config globals 'main'\n\toption state_dir '%s'" % d.dir))
-    d.start()
+    d = tic_daemon(lab, pop).start()
     stepped = False
     try:
         st = d.wait_status(lambda s: s["state"] == "down" and "clock" in (s["reason"] or ""), timeout=30,

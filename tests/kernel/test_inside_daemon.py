@@ -70,6 +70,27 @@ def kernel_up(pred):
     return check
 
 
+def stop_daemon(d):
+    """Stop the daemon and remove its run directory: (its exit status, its log)."""
+    rc = d.stop()
+    log = d.log()
+    d.cleanup()
+    return rc, log
+
+
+def tic_daemon(lab, pop):
+    """The daemon (not started yet) for the PoP's tunnel T3740 (6in4-heartbeat) over TIC
+    with STARTTLS required, on the kernel's sit."""
+    t = {"mode": "tic", "server": ["203.0.113.18"], "username": "CPE1-SIXXS", "password": "tic-secret-1",
+         "tunnelid": "T3740", "ip6prefix": ["2001:db8:2f02::/48"], "keepalive_interval": 2, "tic_tls": "require",
+         "ca_file": pop.ca_file, "dataplane": "kernel"}
+    d = harness.Daemon(lab, mode="tic", prefix="2001:db8:2f02::/48", tunnel_extra=t)
+    # the TIC cache goes to the run directory, not the system's /var/run
+    d.write_config(open(d.path).read().replace("config globals 'main'",
+                                               "config globals 'main'\n\toption state_dir '%s'" % d.dir))
+    return d
+
+
 def start(lab, **kw):
     broker = lab.start_broker(harness.broker_config())
     d = harness.Daemon(lab, **kw).start()
@@ -112,9 +133,7 @@ def test_http_update_on_a_real_sit_tunnel(umllab):
         assert "remote 203.0.113.18 local 192.0.2.3" in link, link
         reach_v6host(lab, a.address)
     finally:
-        rc = d.stop()
-        log = d.log()
-        d.cleanup()
+        rc, log = stop_daemon(d)
     assert rc == 0, log[-3000:]
     left = leftovers(lab)
     assert left == [], "left behind after the daemon stopped: %s" % left
@@ -146,9 +165,7 @@ def test_auto_picks_the_kernel_and_tsp_v6v4_runs_on_sit(umllab):
         assert a is not None, "no SLAAC address in %s" % lan64
         reach_v6host(lab, a.address)
     finally:
-        rc = d.stop()
-        log = d.log()
-        d.cleanup()
+        rc, log = stop_daemon(d)
     assert rc == 0, log[-3000:]
     assert sit_details(lab, st["ifname"])[0] is None, "the sit device outlived the daemon"
 
@@ -195,9 +212,7 @@ def test_tsp_v4v6_on_a_real_ip6tnl(request):
         pfx, host = lan_host_up(lab, st)
         reaches_v4host(lab, pfx, host, timeout=20)
     finally:
-        rc = d.stop()
-        log = d.log()
-        d.cleanup()
+        rc, log = stop_daemon(d)
     assert rc == 0, log[-3000:]
     assert sit_details(lab, st["ifname"])[0] is None, "the ip6tnl device outlived the daemon"
     left4 = lab.run("cpe", ["ip", "-4", "-o", "addr", "show"]).stdout + lab.run(
@@ -214,14 +229,7 @@ def test_tic_heartbeat_tunnel_on_a_real_sit_follows_wan_change(umllab):
     lab = umllab
     assert leftovers(lab) == []
     pop = start_pop(lab, example_config())
-    t = {"mode": "tic", "server": ["203.0.113.18"], "username": "CPE1-SIXXS", "password": "tic-secret-1",
-         "tunnelid": "T3740", "ip6prefix": ["2001:db8:2f02::/48"], "keepalive_interval": 2, "tic_tls": "require",
-         "ca_file": pop.ca_file, "dataplane": "kernel"}
-    d = harness.Daemon(lab, mode="tic", prefix="2001:db8:2f02::/48", tunnel_extra=t)
-    # the TIC cache goes to the run directory, not the system's /var/run
-    d.write_config(open(d.path).read().replace("config globals 'main'",
-                                               "config globals 'main'\n\toption state_dir '%s'" % d.dir))
-    d.start()
+    d = tic_daemon(lab, pop).start()
     try:
         st = d.wait_status(kernel_up(lambda s: s["state"] == "up" and s["lans"] and s["lans"][0]["prefix"]),
                            timeout=40, what="SixXS tunnel up with a LAN prefix")
@@ -258,9 +266,7 @@ def test_tic_heartbeat_tunnel_on_a_real_sit_follows_wan_change(umllab):
         reach_v6host(lab, a.address)
         assert "tic-secret-1" not in d.log() and "hbsecret456" not in d.log()
     finally:
-        rc = d.stop()
-        log = d.log()
-        d.cleanup()
+        rc, log = stop_daemon(d)
     assert rc == 0, log[-3000:]
     assert sit_details(lab, ifname)[0] is None, "the sit device outlived the daemon"
     left = leftovers(lab)

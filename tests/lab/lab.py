@@ -615,6 +615,12 @@ class Lab:
         return self.run(ns, ["cat", "/proc/sys/" + name.replace(".", "/")]).stdout.strip()
 
     # ---- changing the network -------------------------------------------------------------
+    def _ensure_inside_address(self, ns, family, addr, prefixlen, extra=()):
+        """Add addr/prefixlen to `ns`'s inside0 unless it is there already."""
+        have = self.run(ns, ["ip", family, "-o", "addr", "show", "dev", "inside0"]).stdout
+        if " %s/" % addr not in have:
+            self.run(ns, ["ip", "addr", "add", "%s/%d" % (addr, prefixlen), "dev", "inside0"] + list(extra))
+
     def set_wan_address(self, new_cidr, gw):
         """Renumber the cpe WAN the way DHCP does: delete the old address, add the new one,
         replace the default route. Makes sure the isp has `gw` on its inside link (and, without
@@ -626,9 +632,7 @@ class Lab:
         if gw_ip not in iface.network:
             raise LabError("gateway %s is not inside %s" % (gw, new_cidr))
         isp = self.isp_roles[0]
-        have = self.run(isp, ["ip", "-4", "-o", "addr", "show", "dev", "inside0"]).stdout
-        if " %s/" % gw not in have:
-            self.run(isp, ["ip", "addr", "add", "%s/%d" % (gw, iface.network.prefixlen), "dev", "inside0"])
+        self._ensure_inside_address(isp, "-4", gw, iface.network.prefixlen)
         old = self.addrs["cpe_wan_cidr"]
         _ip_batch(
             [
@@ -661,10 +665,7 @@ class Lab:
         if not iface.network.subnet_of(ipaddress.IPv6Network("2001:db8:c0::/48")):
             raise LabError("%s is not inside 2001:db8:c0::/48" % new_cidr)
         gw = str(iface.network.network_address + 1)
-        have = self.run("isp", ["ip", "-6", "-o", "addr", "show", "dev", "inside0"]).stdout
-        if " %s/" % gw not in have:
-            self.run("isp", ["ip", "addr", "add", "%s/%d" % (gw, iface.network.prefixlen), "dev", "inside0",
-                             "nodad"])
+        self._ensure_inside_address("isp", "-6", gw, iface.network.prefixlen, ["nodad"])
         old = self.addrs["cpe_wan6_cidr"]
         _ip_batch(
             [
@@ -759,52 +760,53 @@ class Lab:
                 return None
             time.sleep(interval)
 
-    def ping6(self, src_ns, dst, count=1, timeout=2, src=None):
-        """True when at least one ICMPv6 echo reply comes back within `timeout` s per probe."""
-        argv = ["ping", "-6", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", str(timeout)]
+    def _ping(self, family, src_ns, dst, count, timeout, src):
+        argv = ["ping", family, "-n", "-q", "-c", str(count), "-i", "0.2", "-W", str(timeout)]
         if src:
             argv += ["-I", src]
         r = self.run(src_ns, argv + [dst], check=False, timeout=count * (timeout + 1) + 5)
         return r.returncode == 0
 
+    def ping6(self, src_ns, dst, count=1, timeout=2, src=None):
+        """True when at least one ICMPv6 echo reply comes back within `timeout` s per probe."""
+        return self._ping("-6", src_ns, dst, count, timeout, src)
+
     def ping4(self, src_ns, dst, count=1, timeout=2, src=None):
-        argv = ["ping", "-4", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", str(timeout)]
-        if src:
-            argv += ["-I", src]
-        r = self.run(
-            src_ns,
-            argv + [dst],
-            check=False,
-            timeout=count * (timeout + 1) + 5,
-        )
-        return r.returncode == 0
+        return self._ping("-4", src_ns, dst, count, timeout, src)
+
+    def _echo_counter(self, key, name_prefix, match):
+        """The packets counted by the v6 host's echo-request counter for `key`. The first call
+        for a key installs the counter and its rule (`match` selects the packets; the name is
+        name_prefix + a serial number) and returns 0."""
+        name = self._counters.get(key)
+        if name is None:
+            name = "%s_%d" % (name_prefix, len(self._counters))
+            self.nft(
+                "v6host",
+                "add counter inet ctlab %s\n"
+                'add rule inet ctlab input %s counter name "%s"\n' % (name, match, name),
+            )
+            self._counters[key] = name
+            return 0
+        return self._read_counter(name)
+
+    def _read_counter(self, name):
+        r = self.run("v6host", ["nft", "-j", "list", "counter", "inet", "ctlab", name])
+        for item in json.loads(r.stdout).get("nftables", []):
+            if "counter" in item:
+                return int(item["counter"]["packets"])
+        raise LabError("nft counter %s not found" % name)
 
     def v6host_counter(self, prefix=None):
         """Packets of ICMPv6 echo requests that reached the v6 host from inside `prefix`
         (all echo requests when prefix is None). The first call for a prefix installs the
         counting rule and returns 0: call it once before sending."""
         if prefix is None:
-            name = "echo_all"
-        else:
-            import ipaddress
+            return self._read_counter("echo_all")
+        import ipaddress
 
-            net = str(ipaddress.IPv6Network(prefix))
-            name = self._counters.get(net)
-            if name is None:
-                name = "echo_%d" % len(self._counters)
-                self.nft(
-                    "v6host",
-                    "add counter inet ctlab %s\n"
-                    'add rule inet ctlab input ip6 saddr %s icmpv6 type echo-request counter name "%s"\n'
-                    % (name, net, name),
-                )
-                self._counters[net] = name
-                return 0
-        r = self.run("v6host", ["nft", "-j", "list", "counter", "inet", "ctlab", name])
-        for item in json.loads(r.stdout).get("nftables", []):
-            if "counter" in item:
-                return int(item["counter"]["packets"])
-        raise LabError("nft counter %s not found" % name)
+        net = str(ipaddress.IPv6Network(prefix))
+        return self._echo_counter(net, "echo", "ip6 saddr %s icmpv6 type echo-request" % net)
 
     def v4host_counter(self, prefix):
         """Packets of ICMP (IPv4) echo requests that reached the v6 host's IPv4 address
@@ -813,23 +815,7 @@ class Lab:
         import ipaddress
 
         net = str(ipaddress.IPv4Network(prefix))
-        key = "v4:" + net
-        name = self._counters.get(key)
-        if name is None:
-            name = "echo4_%d" % len(self._counters)
-            self.nft(
-                "v6host",
-                "add counter inet ctlab %s\n"
-                'add rule inet ctlab input ip saddr %s icmp type echo-request counter name "%s"\n'
-                % (name, net, name),
-            )
-            self._counters[key] = name
-            return 0
-        r = self.run("v6host", ["nft", "-j", "list", "counter", "inet", "ctlab", name])
-        for item in json.loads(r.stdout).get("nftables", []):
-            if "counter" in item:
-                return int(item["counter"]["packets"])
-        raise LabError("nft counter %s not found" % name)
+        return self._echo_counter("v4:" + net, "echo4", "ip saddr %s icmp type echo-request" % net)
 
     # ---- helpers run inside namespaces ----------------------------------------------------
     def http_get(self, ns, url, user=None, password=None, ca_file=None, timeout=5):
@@ -886,27 +872,35 @@ class Lab:
                 os.path.join(self.workdir, "tls-%d" % len(self._brokers)), ip=self.addrs["broker"]
             )
             cfg["cert"], cfg["key"], ca_file = certs["cert_file"], certs["key_file"], certs["ca_file"]
-        n = len(self._brokers)
-        cfile = os.path.join(self.workdir, "broker%d.json" % n)
+        name = "broker%d" % len(self._brokers)
+        h = self.start_peer("tests.broker", name, cfg, BrokerHandle, ca_file=ca_file)
+        h.wait_ready(timeout)
+        return h
+
+    def start_peer(self, module, name, cfg, handle_cls, ns="broker", args=(), **handle_kw):
+        """Start a reference peer (`python -m module`) in `ns` without waiting for it: its
+        configuration cfg goes to <workdir>/<name>.json (mode 0600), its control socket is
+        <name>.sock, its output <name>.log. Returns handle_cls(control path, proc=, config=,
+        log_path=, workdir=, **handle_kw), which is stopped on teardown."""
+        cfile = os.path.join(self.workdir, name + ".json")
         fd = os.open(cfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(cfg, f)
-        ctl = os.path.join(self.workdir, "broker%d.sock" % n)
-        logf = os.path.join(self.workdir, "broker%d.log" % n)
+        ctl = os.path.join(self.workdir, name + ".sock")
+        logf = os.path.join(self.workdir, name + ".log")
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         with open(logf, "wb") as lf:
             proc = self.popen(
-                "broker",
-                [sys.executable, "-m", "tests.broker", "--config", cfile, "--control", ctl],
+                ns,
+                [sys.executable, "-m", module, "--config", cfile, "--control", ctl] + list(args),
                 stdout=lf,
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=REPO_ROOT,
             )
-        h = BrokerHandle(ctl, proc=proc, config=cfg, ca_file=ca_file, log_path=logf, workdir=self.workdir)
+        h = handle_cls(ctl, proc=proc, config=cfg, log_path=logf, workdir=self.workdir, **handle_kw)
         self._brokers.append(h)
-        h.wait_ready(timeout)
         return h
 
 

@@ -41,9 +41,10 @@ Secrets (account and tunnel passwords) are kept out of every repr.
 """
 
 import ipaddress
-import json
 import re
 from dataclasses import dataclass, field
+
+from tests.peer_util import claim_networks, claim_tunnel_id, load_json_config
 
 TUNNEL_TYPES = ("6in4-static", "6in4-heartbeat", "ayiya")
 TLS_MODES = ("off", "offer", "require")
@@ -404,30 +405,14 @@ def parse_config(obj):
         tunnels = []
         for ti, t in enumerate(tl):
             spec = _parse_tunnel(t, "%s.tunnels[%d]" % (where, ti))
-            _need(spec.id not in tids, "tunnel id %r appears twice" % spec.id)
-            tids.add(spec.id)
+            claim_tunnel_id(spec.id, tids, PopConfigError)
             _need(spec.client_v6.ip not in idents, "tunnel %s: client_v6 address used twice" % spec.id)
             idents.add(spec.client_v6.ip)
-            for n in spec.networks:
-                for other_id, o in nets:
-                    _need(
-                        not n.overlaps(o),
-                        "tunnel %s network %s overlaps %s of tunnel %s" % (spec.id, n, o, other_id),
-                    )
-                nets.append((spec.id, n))
+            claim_networks(spec.id, spec.networks, nets, PopConfigError)
             tunnels.append(spec)
         cfg.accounts.append(Account(username=user, password_md5=pmd5, tunnels=tunnels))
     return cfg
 
 
 def load_config(path):
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise PopConfigError("cannot read %s: %s" % (path, exc.strerror or exc))
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise PopConfigError("%s is not valid JSON: %s" % (path, exc))
-    return parse_config(obj)
+    return load_json_config(path, parse_config, PopConfigError)

@@ -26,7 +26,8 @@ import os
 import select
 import socket
 import subprocess
-import threading
+
+from tests.peer_util import Workers, close_fds, open_tun, set_up_tun, tunnels_tun_lines
 
 from . import wire
 from .wire import Drop
@@ -34,28 +35,13 @@ from .wire import Drop
 BUF = 65536 + 64
 
 
-def open_tun(name):
-    from tests.broker.pop import open_tun as _open
-
-    return _open(name)
-
-
 def configure_tun(config, run=subprocess.run):
-    dev = config.tun_name
-    try:
-        with open("/proc/sys/net/ipv6/conf/%s/accept_dad" % dev, "w") as f:
-            f.write("0")
-    except OSError:
-        pass
-    lines = ["link set dev %s mtu %d up" % (dev, config.effective_tun_mtu())]
-    for spec in config.tunnels():
-        lines.append("addr add %s/%d dev %s" % (spec.pop_v6, spec.client_v6.network.prefixlen, dev))
-        for r in spec.routed:
-            lines.append("route add %s dev %s" % (r, dev))
-    run(["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True, capture_output=True)
+    tunnels = [(t.pop_v6, t.client_v6.network.prefixlen, t.routed) for t in config.tunnels()]
+    lines = tunnels_tun_lines(config.tun_name, config.effective_tun_mtu(), tunnels)
+    set_up_tun(config.tun_name, lines, run=run)
 
 
-class Dataplane:
+class Dataplane(Workers):
     def __init__(self, pop, tun=True):
         self.pop = pop
         self.cfg = pop.config
@@ -63,9 +49,7 @@ class Dataplane:
         self.raw = None
         self.ayiya = None
         self.hb = None
-        self._wake_r, self._wake_w = os.pipe()
-        self._stop = False
-        self.thread = None
+        self.init_workers()
         self.buf = bytearray(BUF)
         self.mv = memoryview(self.buf)
         self.obuf = bytearray(BUF)
@@ -98,30 +82,19 @@ class Dataplane:
 
     # ---- life cycle ------------------------------------------------------------------
     def start(self):
-        self.thread = threading.Thread(target=self.run, name="dataplane", daemon=True)
-        self.thread.start()
+        self.start_worker(self.run, "dataplane")
 
     def stop(self):
-        self._stop = True
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
-        if self.thread is not None:
-            self.thread.join(5)
+        self.stop_workers()
         self.close()
 
     def close(self):
         for s in (self.raw, self.ayiya, self.hb):
             if s is not None:
                 s.close()
-        for fd in (self.tun_fd, self._wake_r, self._wake_w):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self.tun_fd = self._wake_r = self._wake_w = None
+        close_fds(self.tun_fd)
+        self.tun_fd = None
+        self.close_wake()
 
     def run(self):
         poller = select.poll()

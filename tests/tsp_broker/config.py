@@ -38,8 +38,9 @@ Secrets (account passwords) are kept out of every repr and log line.
 """
 
 import ipaddress
-import json
 from dataclasses import dataclass, field
+
+from tests.peer_util import load_json_config
 
 VERSIONS = ("2.0.2", "2.0.1", "2.0.0", "1.0.1", "1.0.0")
 TUNNEL_TYPES = ("v6v4", "v6udpv4", "v4v6")
@@ -290,13 +291,4 @@ def parse_config(obj):
 
 
 def load_config(path):
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise TspBrokerConfigError("cannot read %s: %s" % (path, exc.strerror or exc))
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise TspBrokerConfigError("%s is not valid JSON: %s" % (path, exc))
-    return parse_config(obj)
+    return load_json_config(path, parse_config, TspBrokerConfigError)

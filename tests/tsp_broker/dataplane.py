@@ -25,20 +25,15 @@ preallocated; lookups use Registry.tables without the lock.
 """
 
 import errno
-import fcntl
 import os
 import select
 import socket
-import struct
-import subprocess
-import threading
 import time
+
+from tests.peer_util import Workers, close_fds, open_tun, set_up_tun
 
 from .registry import owns_src4, owns_src6
 
-TUNSETIFF = 0x400454CA
-IFF_TUN = 0x0001
-IFF_NO_PI = 0x1000
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DONT = getattr(socket, "IP_PMTUDISC_DONT", 0)
 BUFSIZE = 65536
@@ -59,26 +54,9 @@ def _bufsizes(sock, size=8 << 20):
                 pass
 
 
-def open_tun(name):
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-    try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode("ascii"), IFF_TUN | IFF_NO_PI))
-    except OSError:
-        os.close(fd)
-        raise
-    os.set_blocking(fd, False)
-    return fd
-
-
 def configure_tun(config, v4=True):
     """Addresses and routes of the TUN device (run inside the broker's namespace)."""
     dev = config.tun_name
-    for knob in ("accept_dad", "dad_transmits"):
-        try:
-            with open("/proc/sys/net/ipv6/conf/%s/%s" % (dev, knob), "w") as f:
-                f.write("0")
-        except OSError:
-            pass
     lines = [
         "link set dev %s mtu %d up" % (dev, config.tun_mtu),
         "addr add %s/%d dev %s" % (config.server_v6, config.tunnel_prefix.prefixlen, dev),
@@ -89,12 +67,10 @@ def configure_tun(config, v4=True):
             "addr add %s/%d dev %s" % (config.server_v4, config.tunnel_prefix4.prefixlen, dev),
             "route replace %s dev %s" % (config.prefix_pool4, dev),
         ]
-    subprocess.run(
-        ["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True, capture_output=True
-    )
+    set_up_tun(dev, lines, no_dad=("accept_dad", "dad_transmits"))
 
 
-class DataPlane:
+class DataPlane(Workers):
     """Owns the TUN fd and raw sockets; runs the outbound and inbound threads.
 
     udp4/udp6: the TSP UDP sockets (owned by the server; may be None);
@@ -110,9 +86,7 @@ class DataPlane:
         self.tun_fd = None
         self.raw41 = None
         self.raw64 = None
-        self._stop = False
-        self._wake_r, self._wake_w = os.pipe()
-        self.threads = []
+        self.init_workers()
         if tun:
             self._open()
 
@@ -146,21 +120,11 @@ class DataPlane:
 
     def start(self):
         if self.tun_fd is not None:
-            th = threading.Thread(target=self._run_out, name="tun-out", daemon=True)
-            th.start()
-            self.threads.append(th)
-        th = threading.Thread(target=self._run_in, name="net-in", daemon=True)
-        th.start()
-        self.threads.append(th)
+            self.start_worker(self._run_out, "tun-out")
+        self.start_worker(self._run_in, "net-in")
 
     def stop(self):
-        self._stop = True
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
-        for th in self.threads:
-            th.join(5)
+        self.stop_workers()
         self.close()
 
     def close(self):
@@ -168,13 +132,9 @@ class DataPlane:
             if s is not None:
                 s.close()
         self.raw41 = self.raw64 = None
-        for fd in (self.tun_fd, self._wake_r, self._wake_w):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self.tun_fd = self._wake_r = self._wake_w = None
+        close_fds(self.tun_fd)
+        self.tun_fd = None
+        self.close_wake()
 
     # ---- outbound: TUN -> client ---------------------------------------------------------
     def _run_out(self):

@@ -33,10 +33,10 @@ import secrets
 import selectors
 import socket
 import sys
-import threading
 import time
 
 from ..peer_server import make_log, run_peer
+from ..peer_util import Workers
 from .config import TspBrokerConfigError, load_config
 from .dataplane import IP_MTU_DISCOVER, IP_PMTUDISC_DONT, DataPlane
 from .registry import Registry
@@ -49,7 +49,7 @@ def nonce():
     return secrets.token_urlsafe(18)
 
 
-class TcpFrontend:
+class TcpFrontend(Workers):
     """TSP over TCP: listeners and connections in one selector thread."""
 
     IDLE = 30.0
@@ -60,33 +60,22 @@ class TcpFrontend:
         self.log = log
         self.sel = selectors.DefaultSelector()
         self.conns = {}  # sock -> [TcpStream, out bytes, last activity]
-        self._stop = False
-        self._wake_r, self._wake_w = socket.socketpair()
-        self.thread = None
+        self.init_workers()
 
     def start(self):
         for ls in self.listeners:
             ls.setblocking(False)
             self.sel.register(ls, selectors.EVENT_READ, "listen")
-        self._wake_r.setblocking(False)
         self.sel.register(self._wake_r, selectors.EVENT_READ, "wake")
-        self.thread = threading.Thread(target=self._run, name="tcp", daemon=True)
-        self.thread.start()
+        self.start_worker(self._run, "tcp")
 
     def stop(self):
-        self._stop = True
-        try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass
-        if self.thread is not None:
-            self.thread.join(5)
+        self.stop_workers()
         for s in list(self.conns):
             self._close(s)
         for ls in self.listeners:
             ls.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self.close_wake()
 
     def info(self):
         return [c[0].session.info() for c in list(self.conns.values())]

@@ -3,25 +3,21 @@ and -- marked `lab` -- the broker inside the namespace lab, driven from the cpe 
 
 import base64
 import json
-import os
 import socket
 import ssl
 import struct
-import subprocess
-import sys
-import tempfile
 import urllib.request
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.broker import BrokerConfigError, BrokerHandle, example_config, make_test_ca, parse_config
+from tests.broker import BrokerConfigError, BrokerHandle, example_config, parse_config
 from tests.broker.client import BrokerError
 from tests.broker.pop import Drop, classify_inbound, classify_outbound, parse_ipv4_41, parse_ipv6
 from tests.broker.registry import Registry
 from tests.broker.update import UpdateService, parse_basic_auth, redact_target
-from tests.lab.lab import REPO_ROOT
+from tests.unit.peerproc import free_port, loopback_peer, run_peer_once, temp_certs
 
 SECRETS = ("account-pass-1", "tunnel-key-1", "bob-pass", "bob-key")
 TID = "12345"
@@ -521,46 +517,19 @@ def test_pop_classifiers_fuzz(data):
 # the broker process on loopback (HTTP only, no PoP: needs no root)
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.fixture
 def loopback_broker():
-    d = tempfile.mkdtemp(prefix="ctbroker-")
-    certs = make_test_ca(d, ip="127.0.0.1")
-    cfg = two_account_config(
-        listen="127.0.0.1",
-        http_port=_free_port(),
-        https_port=_free_port(),
-        cert=certs["cert_file"],
-        key=certs["key_file"],
-    )
-    cfile = os.path.join(d, "broker.json")
-    with open(cfile, "w") as f:
-        json.dump(cfg, f)
-    ctl = os.path.join(d, "ctl.sock")
-    log = open(os.path.join(d, "log"), "wb")
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.broker", "--config", cfile, "--control", ctl, "--no-pop"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=REPO_ROOT,
-    )
-    h = BrokerHandle(ctl, proc=proc, config=cfg, ca_file=certs["ca_file"], log_path=log.name)
-    try:
-        h.wait_ready(10)
-        yield h
-    finally:
-        h.stop()
-        log.close()
-        subprocess.run(["rm", "-rf", d])
+    with temp_certs("ctbroker-") as (d, certs):
+        cfg = two_account_config(
+            listen="127.0.0.1",
+            http_port=free_port(),
+            https_port=free_port(),
+            cert=certs["cert_file"],
+            key=certs["key_file"],
+        )
+        ca = certs["ca_file"]
+        with loopback_peer(BrokerHandle, "tests.broker", "--no-pop", cfg, d, "broker.json", ca) as h:
+            yield h
 
 
 def _http(url, user=None, pw=None, ca=None, timeout=3):
@@ -646,23 +615,7 @@ def test_process_refuses_bad_config(tmp_path):
             }
         )
     )
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.broker",
-            "--config",
-            str(cfile),
-            "--control",
-            str(tmp_path / "s"),
-            "--no-pop",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=dict(os.environ, PYTHONPATH=REPO_ROOT),
-        timeout=30,
-    )
+    r = run_peer_once("tests.broker", cfile, tmp_path / "s", "--no-pop")
     assert r.returncode == 2
     assert "server_v6 must be inside" in r.stderr and "topsecret" not in r.stderr
 

@@ -10,6 +10,7 @@ import pytest
 
 from cpe_tunnel.core import schema
 from tests.openwrt import harness
+from tests.unit.hotplugs import fake_cli, run_hotplug
 
 INIT = os.path.join(harness.FILES, "etc", "init.d", "cpe_tunnel")
 HOTPLUG = os.path.join(harness.FILES, "etc", "hotplug.d", "iface", "90-cpe-tunnel")
@@ -118,24 +119,16 @@ def test_stop_deletes_the_service(tmp_path, shell=SHELLS[0]):
 def hotplug_root(tmp_path):
     root = tmp_path / "root"
     (root / "lib" / "functions").mkdir(parents=True, exist_ok=True)
-    (root / "usr" / "bin").mkdir(parents=True, exist_ok=True)
     with open(os.path.join(harness.HERE, "stubs", "network.sh")) as f:
         (root / "lib" / "functions" / "network.sh").write_text(f.read())
-    cli = root / "usr" / "bin" / "cpe-tunnel"
-    cli.write_text('#!/bin/sh\necho "$*" >> "%s"\n' % (tmp_path / "cli.log"))
-    os.chmod(str(cli), 0o755)
+    fake_cli(root, tmp_path)
     return root
 
 
 def hotplug(tmp_path, shell, env):
     e = {"IPKG_INSTROOT": str(hotplug_root(tmp_path)), "HARNESS_WAN": "wan"}
     e.update(env)
-    r = harness.run("( . %s )" % harness.sq(HOTPLUG), tmp_path, shell, env=e)
-    log = tmp_path / "cli.log"
-    cli = log.read_text().splitlines() if log.exists() else []
-    if log.exists():
-        log.unlink()
-    return r, cli
+    return run_hotplug(HOTPLUG, tmp_path, shell, e)
 
 
 @pytest.mark.parametrize("shell", SHELLS, ids=IDS)

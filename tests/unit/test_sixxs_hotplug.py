@@ -14,6 +14,7 @@ import pytest
 from cpe_tunnel.control import ControlServer
 from cpe_tunnel.loop import Loop
 from tests.openwrt import harness
+from tests.unit.hotplugs import fake_cli, run_hotplug
 
 HOTPLUG = os.path.join(harness.FILES, "etc", "hotplug.d", "ntp", "90-cpe-tunnel")
 SHELLS = [s[1] for s in harness.shells()]
@@ -28,22 +29,14 @@ def test_script_parses():
 
 def fake_root(tmp_path, cli_body=None):
     root = tmp_path / "root"
-    (root / "usr" / "bin").mkdir(parents=True, exist_ok=True)
-    cli = root / "usr" / "bin" / "cpe-tunnel"
-    cli.write_text(cli_body or '#!/bin/sh\necho "$*" >> "%s"\n' % (tmp_path / "cli.log"))
-    os.chmod(str(cli), 0o755)
+    fake_cli(root, tmp_path, cli_body)
     return root
 
 
 def hotplug(tmp_path, shell, env, root=None):
     e = {"IPKG_INSTROOT": str(root or fake_root(tmp_path))}
     e.update(env)
-    r = harness.run("( . %s )" % harness.sq(HOTPLUG), tmp_path, shell, env=e)
-    log = tmp_path / "cli.log"
-    cli = log.read_text().splitlines() if log.exists() else []
-    if log.exists():
-        log.unlink()
-    return r, cli
+    return run_hotplug(HOTPLUG, tmp_path, shell, e)
 
 
 @pytest.mark.parametrize("shell", SHELLS, ids=IDS)

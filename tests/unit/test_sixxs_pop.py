@@ -11,9 +11,6 @@ import os
 import socket
 import ssl
 import struct
-import subprocess
-import sys
-import tempfile
 import time
 
 import pytest
@@ -23,8 +20,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.utils import rdpcap
 
-from tests.broker import make_test_ca
-from tests.lab.lab import REPO_ROOT
+from tests.captures import CAPTURES  # noqa: E402
 from tests.sixxs_pop import (
     PopConfigError,
     PopError,
@@ -38,8 +34,8 @@ from tests.sixxs_pop import (
 from tests.sixxs_pop.dataplane import Dataplane
 from tests.sixxs_pop.state import PopState
 from tests.sixxs_pop.tic import TicSession
+from tests.unit.peerproc import free_port, loopback_peer, run_peer_once, temp_certs
 
-from tests.captures import CAPTURES  # noqa: E402
 AYIYA_PCAP = os.path.join(CAPTURES, "aiccu-ayiya.pcap")
 PROBE_PCAP = os.path.join(CAPTURES, "sixxsd_probe.pcap")
 have_captures = pytest.mark.skipif(
@@ -627,48 +623,22 @@ def test_interop_with_the_client_core_back_to_back():
 # the process on loopback (no TUN, any user)
 
 
-def _free_port(kind):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.fixture
 def loopback_pop():
-    d = tempfile.mkdtemp(prefix="sixxs-pop-test-")
-    certs = make_test_ca(os.path.join(d, "tls"), ip="127.0.0.1")
-    cfg = example_config()
-    cfg.update(
-        listen="127.0.0.1",
-        tic_port=_free_port(socket.SOCK_STREAM),
-        heartbeat_port=_free_port(socket.SOCK_DGRAM),
-        ayiya_port=_free_port(socket.SOCK_DGRAM),
-        cert=certs["cert_file"],
-        key=certs["key_file"],
-        tic_idle_timeout=5,
-    )
-    cfile = os.path.join(d, "pop.json")
-    with open(cfile, "w") as f:
-        json.dump(cfg, f)
-    ctl = os.path.join(d, "ctl.sock")
-    log = open(os.path.join(d, "log"), "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.sixxs_pop", "--config", cfile, "--control", ctl, "--no-tun"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ, PYTHONPATH=REPO_ROOT),
-        cwd=REPO_ROOT,
-    )
-    h = PopHandle(ctl, proc=proc, config=cfg, ca_file=certs["ca_file"], log_path=log.name)
-    try:
-        h.wait_ready(10)
-        yield h
-    finally:
-        h.stop()
-        log.close()
-        subprocess.run(["rm", "-rf", d])
+    with temp_certs("sixxs-pop-test-", "tls") as (d, certs):
+        cfg = example_config()
+        cfg.update(
+            listen="127.0.0.1",
+            tic_port=free_port(socket.SOCK_STREAM),
+            heartbeat_port=free_port(socket.SOCK_DGRAM),
+            ayiya_port=free_port(socket.SOCK_DGRAM),
+            cert=certs["cert_file"],
+            key=certs["key_file"],
+            tic_idle_timeout=5,
+        )
+        ca = certs["ca_file"]
+        with loopback_peer(PopHandle, "tests.sixxs_pop", "--no-tun", cfg, d, "pop.json", ca) as h:
+            yield h
 
 
 class LineConn:
@@ -835,23 +805,7 @@ def test_process_refuses_bad_config(tmp_path):
     c = conf()
     _tunnel(c, "T5072")["pop_v6"] = "2001:db8:9::1"
     cfile.write_text(json.dumps(c))
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.sixxs_pop",
-            "--config",
-            str(cfile),
-            "--control",
-            str(tmp_path / "s"),
-            "--no-tun",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=dict(os.environ, PYTHONPATH=REPO_ROOT),
-        timeout=30,
-    )
+    r = run_peer_once("tests.sixxs_pop", cfile, tmp_path / "s", "--no-tun")
     assert r.returncode == 2
     assert "must be inside" in r.stderr and AYIYA_PW not in r.stderr
 

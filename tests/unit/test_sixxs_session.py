@@ -8,10 +8,7 @@ namespaces (tests/e2e/test_e2e_sixxs.py covers it whole)."""
 
 import errno
 import os
-import shutil
-import socket
 import ssl
-import tempfile
 import threading
 import time
 
@@ -25,6 +22,7 @@ from tests.broker import make_test_ca
 from tests.sixxs_pop.config import example_config, parse_config
 from tests.sixxs_pop.state import PopState
 from tests.sixxs_pop.tic import TicServer
+from tests.unit.peerproc import free_port, temp_certs
 
 POP6 = "2001:db8:2ff:1::1"
 AYIYA_PW = "ayiyasecret123"
@@ -57,32 +55,22 @@ class FakeRunner:
         self.unconfigured += 1
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.fixture
 def tic_pop():
     """The PoP's TIC server (TLS offered) in this process on 127.0.0.1."""
-    d = tempfile.mkdtemp(prefix="tic-session-test-")
-    certs = make_test_ca(os.path.join(d, "tls"), ip="127.0.0.1")
-    cfg = example_config()
-    cfg.update(listen="127.0.0.1", tic_port=_free_port(), heartbeat_port=None, ayiya_port=None,
-               cert=certs["cert_file"], key=certs["key_file"], tic_idle_timeout=5)
-    state = PopState(parse_config(cfg), wallclock=time.time)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(certs["cert_file"], certs["key_file"])
-    server = TicServer(state, ctx)
-    server.start()
-    try:
-        yield {"state": state, "port": cfg["tic_port"], "ca_file": certs["ca_file"], "dir": d}
-    finally:
-        server.stop()
-        shutil.rmtree(d, ignore_errors=True)
+    with temp_certs("tic-session-test-", "tls") as (d, certs):
+        cfg = example_config()
+        cfg.update(listen="127.0.0.1", tic_port=free_port(), heartbeat_port=None, ayiya_port=None,
+                   cert=certs["cert_file"], key=certs["key_file"], tic_idle_timeout=5)
+        state = PopState(parse_config(cfg), wallclock=time.time)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(certs["cert_file"], certs["key_file"])
+        server = TicServer(state, ctx)
+        server.start()
+        try:
+            yield {"state": state, "port": cfg["tic_port"], "ca_file": certs["ca_file"], "dir": d}
+        finally:
+            server.stop()
 
 
 def tunnel_cfg(pop, tid="T5072", **extra):
@@ -157,7 +145,7 @@ def test_tls_failure_is_reported_not_raised(loop, tic_pop):
 
 
 def test_unreachable_server_fails_in_words_off_the_loop(loop, tic_pop):
-    _runner, s = make_session(loop, tic_pop, server=["127.0.0.1:%d" % _free_port()])
+    _runner, s = make_session(loop, tic_pop, server=["127.0.0.1:%d" % free_port()])
     try:
         s.start(loop.clock(), "192.0.2.2")
         run_until(loop, lambda: s.last_error, what="a connect failure")
