@@ -6,6 +6,7 @@ import binascii
 
 from cpe_tunnel.core import addr, ayiya
 from cpe_tunnel.core.errors import LocalProtocolError, RemoteProtocolError
+from corecheck import raises as _raises
 
 PASSWORD = "ayiyasecret123"
 KEY = ayiya.password_hash(PASSWORD)
@@ -186,13 +187,6 @@ def _resign(pkt, key=KEY):
     b[24:44] = hashlib.sha1(bytes(b)).digest()
     return bytes(b)
 
-
-def _raises(exc, fn, *args):
-    try:
-        fn(*args)
-    except exc as e:
-        return e
-    assert False, "no %s" % exc.__name__
 
 
 def test_capture_vectors_cover_both_directions_and_kinds():

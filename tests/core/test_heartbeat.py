@@ -7,6 +7,7 @@ import hashlib
 
 from cpe_tunnel.core import heartbeat
 from cpe_tunnel.core.errors import LocalProtocolError, RemoteProtocolError
+from corecheck import raises as _raises
 
 PASSWORD = "hbsecret456"
 CAPTURED_TIME = 1795381916
@@ -14,13 +15,6 @@ CAPTURED = binascii.unhexlify(
     "4845415254424541542054554e4e454c20323030313a6462383a3266663a323a3a322073656e646572203137"
     "3935333831393136203436633063613864313066316265613938333537383266363530383437643536")
 
-
-def _raises(exc, fn, *args, **kw):
-    try:
-        fn(*args, **kw)
-    except exc as e:
-        return e
-    assert False, "no %s" % exc.__name__
 
 
 def _code(msg, now=CAPTURED_TIME, password=PASSWORD, source=None, max_skew=120):

@@ -1,14 +1,7 @@
 from cpe_tunnel.core.errors import LocalProtocolError
 from cpe_tunnel.core.keepalive import Keepalive
+from corecheck import raises as _raises
 
-
-def _raises(exc, fn, *args, **kw):
-    try:
-        fn(*args, **kw)
-    except exc as e:
-        assert e.reason
-        return
-    assert False, "no %s" % exc.__name__
 
 
 def test_disabled():

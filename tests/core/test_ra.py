@@ -3,6 +3,7 @@ import binascii
 from cpe_tunnel.core import ra
 from cpe_tunnel.core.addr import ip6_aton
 from cpe_tunnel.core.errors import ConfigError, LocalProtocolError, RemoteProtocolError
+from corecheck import raises as _raises
 
 P1 = ip6_aton("2001:db8:1:1::")
 P2 = ip6_aton("2001:db8:1:2::")
@@ -19,14 +20,6 @@ RA_VECTOR = binascii.unhexlify(
     "190300000000070820010db8000000000000000000000053"  # RDNSS lifetime 1800
 )
 
-
-def _raises(exc, fn, *args, **kw):
-    try:
-        fn(*args, **kw)
-    except exc as e:
-        assert e.reason, "empty reason"
-        return e
-    assert False, "no %s from %r" % (exc.__name__, args)
 
 
 def test_build_ra_vector():

@@ -7,6 +7,7 @@ import json
 
 from cpe_tunnel.core import tic
 from cpe_tunnel.core.errors import ConfigError, LocalProtocolError, RemoteProtocolError
+from corecheck import raises as _raises
 
 USER = "CPE1-SIXXS"
 PASSWORD = "Tr0ub4dor&3"
@@ -37,13 +38,6 @@ SHOW_AYIYA = [
 def _md5hex(s):
     return binascii.hexlify(hashlib.md5(s.encode()).digest()).decode()
 
-
-def _raises(exc, fn, *args, **kw):
-    try:
-        fn(*args, **kw)
-    except exc as e:
-        return e
-    assert False, "no %s" % exc.__name__
 
 
 class Server:
