@@ -4,8 +4,6 @@ BrokerHandle and Lab.start_broker)."""
 
 import json
 import os
-import subprocess
-import sys
 
 from tests.peer import ControlHandle
 
@@ -83,7 +81,6 @@ def start_pop(lab, cfg=None, tls=None, timeout=10.0, ns="broker"):
     broker address (203.0.113.18) are made; handle.ca_file is the CA to trust. tls=False
     forces tic_tls 'off'; tls=True forces 'offer' when the config said 'off'."""
     from tests.broker import make_test_ca
-    from tests.lab.lab import REPO_ROOT
 
     from .config import example_config
 
@@ -104,29 +101,7 @@ def start_pop(lab, cfg=None, tls=None, timeout=10.0, ns="broker"):
             dns_names=("tic.sixxs.test",),
         )
         cfg["cert"], cfg["key"], ca_file = certs["cert_file"], certs["key_file"], certs["ca_file"]
-    cfile = os.path.join(lab.workdir, "sixxs_pop%d.json" % n)
-    fd = os.open(cfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(cfg, f)
-    ctl = os.path.join(lab.workdir, "sixxs_pop%d.sock" % n)
-    logf = os.path.join(lab.workdir, "sixxs_pop%d.log" % n)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    with open(logf, "wb") as lf:
-        proc = lab.popen(
-            ns,
-            [sys.executable, "-m", "tests.sixxs_pop", "--config", cfile, "--control", ctl],
-            stdout=lf,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=REPO_ROOT,
-        )
-    h = PopHandle(ctl, proc=proc, config=cfg, ca_file=ca_file, log_path=logf, workdir=lab.workdir)
+    h = lab.start_peer("tests.sixxs_pop", "sixxs_pop%d" % n, cfg, PopHandle, ns=ns, ca_file=ca_file)
     pops.append(h)
-    # graceful stop at teardown (Lab.teardown stops everything in its broker list; the
-    # process is also tracked by lab.popen and killed there if it does not quit)
-    brokers = getattr(lab, "_brokers", None)
-    if isinstance(brokers, list):
-        brokers.append(h)
     h.wait_ready(timeout)
     return h

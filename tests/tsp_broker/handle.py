@@ -134,18 +134,7 @@ def start_tsp_broker(lab, cfg=None, dataplane=True, timeout=10.0):
         if " %s/" % listen not in have:
             lab.run("broker", ["ip", "addr", "add", "%s/28" % listen, "dev", "inet0"])
     n = len(getattr(lab, "_brokers", []))
-    name = "tspbroker%d" % n
-    cfile = os.path.join(lab.workdir, name + ".json")
-    ctl = os.path.join(lab.workdir, name + ".sock")
-    logf = os.path.join(lab.workdir, name + ".log")
-    _write_config(cfg, cfile)
-    argv = [sys.executable, "-m", "tests.tsp_broker", "--config", cfile, "--control", ctl]
-    if not dataplane:
-        argv.append("--no-dataplane")
-    with open(logf, "wb") as lf:
-        proc = lab.popen("broker", argv, stdout=lf, stderr=subprocess.STDOUT, env=_env(), cwd=REPO_ROOT)
-    h = TspBrokerHandle(ctl, proc=proc, config=cfg, log_path=logf)
-    if hasattr(lab, "_brokers"):
-        lab._brokers.append(h)  # Lab.teardown() stops every handle in this list
+    h = lab.start_peer("tests.tsp_broker", "tspbroker%d" % n, cfg, TspBrokerHandle,
+                       args=() if dataplane else ("--no-dataplane",))
     h.wait_ready(timeout)
     return h
