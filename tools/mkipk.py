@@ -39,8 +39,8 @@ PKGFILES = os.path.join(ROOT, "package", "cpe-tunnel", "files")
 
 NAME = "cpe-tunnel"
 SHARE = "/usr/share/cpe-tunnel"
-DEPENDS = ["python3-light", "python3-logging", "python3-openssl", "python3-email", "python3-pyroute2",
-           "kmod-tun", "kmod-sit"]
+DEPENDS = ["python3-light", "python3-logging", "python3-openssl", "python3-email", "python3-ctypes", "kmod-tun",
+           "kmod-sit"]
 CONFFILES = ["/etc/config/cpe_tunnel"]
 DESCRIPTION = [
     "IPv6 tunnel manager for home routers: IPv6 from a tunnel broker over 6in4",

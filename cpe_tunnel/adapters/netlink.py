@@ -1,21 +1,15 @@
-# Netlink adapter: links, addresses, routes, sit tunnels (via pyroute2) and the WAN
-# monitor (a plain non-blocking rtnetlink socket parsed here, for the daemon's selector).
+# Netlink adapter: links, addresses, routes, sit and ip6tnl tunnels, over our own small
+# rtnetlink client (adapters/rtnl.py: request/ack with sequence numbers, dumps,
+# attribute packing), and the WAN monitor (a plain non-blocking rtnetlink socket whose
+# notifications are parsed here, for the daemon's selector).
 #
-# pyroute2 versions: written against the API common to 0.7.x (what OpenWrt's feed
-# ships) and 0.9.x: IPRoute / NetNS, link(), addr(), route(), get_links(), get_addr(),
-# get_routes(), link_lookup(), msg.get_attr() and NetlinkError.code.
-# Tested: tests/unit/test_netlink.py and test_sixin4.py pass with pyroute2 0.9.7 and
-# with 0.7.12 put first on PYTHONPATH. The host kernel has no sit, so sit_create /
-# sit_set_endpoints are checked by compiling their requests with pyroute2's IPBatch
-# and decoding them (test_sit_requests_encoding); the real kernel run is
-# test_sixin4.py::test_kernel_sit_under_uml, which skips where User-Mode Linux cannot
-# start (it could not on the AMX host this was written on).
-# pyroute2 0.9's sync IPRoute runs an asyncio loop of its own and refuses calls from
-# another thread: a Netlink object must be used from the thread that created it.
-#
-# The WAN monitor does not use pyroute2: pyroute2 0.9 reads its socket from its own
-# asyncio loop, which does not mix with the daemon's selector. The few rtnetlink
-# messages it needs (link, IPv4 address, IPv4 route) are decoded below, defensively.
+# The daemon does not use pyroute2 (it pulled in asyncio and ssl: ~14 MiB of RSS on a
+# 64-256 MB router); tests still use it on their side to decode what we encode.
+# Tested: tests/unit/test_netlink.py and test_rtnl.py against the host kernel in
+# namespaces; the host has no sit/ip6tnl, so those requests are checked byte for byte
+# (test_rtnl.py) and run for real under User-Mode Linux (tests/kernel,
+# test_sixin4.py::test_kernel_sit_under_uml). A Netlink object may be used from any
+# thread (its requests are serialised).
 
 import errno
 import os
@@ -24,6 +18,7 @@ import socket
 import struct
 import threading
 
+from cpe_tunnel.adapters import rtnl
 from cpe_tunnel.core.errors import RemoteProtocolError
 
 __all__ = ["Netlink", "NetlinkOpError", "WanMonitor", "in_netns", "parse_rtnl"]
@@ -135,17 +130,8 @@ def in_netns(netns, fn):
 # Netlink: the small interface the daemon uses
 
 
-def _import_pyroute2():
-    try:
-        import pyroute2
-        from pyroute2.netlink.exceptions import NetlinkError
-    except ImportError as e:
-        raise RuntimeError("pyroute2 is needed for netlink (install python3-pyroute2): %s" % e)
-    return pyroute2, NetlinkError
-
-
 def _ipaddr_text(text, family):
-    # Normalise and validate address text (pyroute2 would pass garbage to the kernel).
+    # Normalise and validate address text before it is packed for the kernel.
     try:
         return socket.inet_ntop(family, socket.inet_pton(family, text))
     except (OSError, TypeError, ValueError):
@@ -157,33 +143,50 @@ def _family_of(text):
     return AF_INET6 if ":" in str(text) else AF_INET
 
 
-class Netlink:
-    """Links, addresses and routes over rtnetlink (pyroute2).
+class _Closing:
+    """Context manager support for a class with close()."""
 
-    netns: a namespace name (or /proc/.../ns/net path) to work in, None for ours.
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Netlink(_Closing):
+    """Links, addresses and routes over rtnetlink (our own client, adapters/rtnl.py).
+
+    netns: a namespace name (or /proc/.../ns/net path) to work in, None for ours; the
+    socket is opened inside it and stays bound to it.
     Errors are NetlinkOpError (an OSError with .errno), except where a method says it
     is idempotent and the kernel answer means "already so"."""
 
     def __init__(self, netns=None):
-        pyroute2, NetlinkError = _import_pyroute2()
-        self._NetlinkError = NetlinkError
         self.netns = netns
-        if netns is None:
-            self._ipr = pyroute2.IPRoute()
-        else:
-            _netns_path(netns)
-            # NetNS exists in 0.7 (a proxy process) and 0.9 (IPRoute(netns=...)).
-            # flags=0: never create the namespace as a side effect.
-            self._ipr = pyroute2.NetNS(netns, flags=0)
+        if netns is not None:
+            _netns_path(netns)  # ValueError on a bad name, before any thread
+        self._rt = rtnl.RtnlSocket(lambda: in_netns(netns, rtnl.open_socket))
         self._sit = None
         self._sit_params = {}
 
     # -- helpers ---------------------------------------------------------------
-    def _call(self, what, fn, *args, **kw):
+    def _req(self, what, mtype, flags, body, dump=False, ok=()):
+        """One request; returns the reply messages [(type, body)]. A kernel error in
+        `ok` returns None; any other raises NetlinkOpError(code, what)."""
+        if self._rt is None:
+            raise NetlinkOpError(errno.EBADF, what + " (netlink is closed)")
         try:
-            return fn(*args, **kw)
-        except self._NetlinkError as e:
+            return self._rt.request(mtype, flags, body, dump)
+        except rtnl.NetlinkError as e:
+            if e.code in ok:
+                return None
             raise NetlinkOpError(e.code, what)
+
+    def _decode(self, what, fn, body):
+        try:
+            return fn(body)
+        except RemoteProtocolError as e:
+            raise NetlinkOpError(errno.EPROTO, "%s (%s)" % (what, e.reason))
 
     def _index(self, ifname):
         idx = self.link_index(ifname)
@@ -191,55 +194,65 @@ class Netlink:
             raise NetlinkOpError(errno.ENODEV, "network device '%s'" % ifname)
         return idx
 
+    def _get_link(self, what, body):
+        """RTM_GETLINK -> the decoded link or None when there is no such device."""
+        msgs = self._req(what, rtnl.RTM_GETLINK, 0, body, ok=(errno.ENODEV, errno.ENOENT))
+        for mt, mb in msgs or ():
+            if mt == rtnl.RTM_NEWLINK:
+                return self._decode(what, rtnl.decode_link, mb)
+        return None
+
     def _link_msg(self, ifname):
-        idx = self.link_index(ifname)
-        if idx is None:
+        """The decoded link ifname (see rtnl.decode_link) or None when it does not
+        exist."""
+        if not isinstance(ifname, str) or not ifname or "\0" in ifname:
             return None
         try:
-            msgs = list(self._ipr.get_links(idx))
-        except self._NetlinkError as e:
-            if e.code == errno.ENODEV:
-                return None
-            raise NetlinkOpError(e.code, "reading link '%s'" % ifname)
-        return msgs[0] if msgs else None
+            name = rtnl.attr_str(rtnl.IFLA_IFNAME, ifname)
+        except UnicodeError:
+            return None
+        if len(name) > 4 + 16:  # IFNAMSIZ, with the NUL
+            return None
+        return self._get_link("reading link '%s'" % ifname, rtnl.ifinfomsg() + name)
+
+    def _link_by_index(self, idx):
+        return self._get_link("reading link %d" % idx, rtnl.ifinfomsg(index=idx))
+
+    def _link_change(self, what, idx, flags=0, change=0, attrs=b""):
+        self._req(what, rtnl.RTM_NEWLINK, 0, rtnl.ifinfomsg(0, idx, flags, change) + attrs)
 
     # -- links -------------------------------------------------------------------
     def link_index(self, ifname):
         """Interface index of ifname, or None when there is no such device."""
-        if not isinstance(ifname, str) or not ifname or len(ifname) > 15:
-            return None
         try:
-            found = self._ipr.link_lookup(ifname=ifname)
-        except self._NetlinkError:
+            msg = self._link_msg(ifname)
+        except NetlinkOpError:
             return None
-        found = list(found)
-        return found[0] if found else None
+        return msg["index"] if msg is not None else None
 
     def link_exists(self, ifname):
         return self.link_index(ifname) is not None
 
     def link_up(self, ifname):
         idx = self._index(ifname)
-        self._call("bringing up '%s'" % ifname, self._ipr.link, "set", index=idx, state="up")
+        self._link_change("bringing up '%s'" % ifname, idx, IFF_UP, IFF_UP)
 
     def link_down(self, ifname):
         idx = self._index(ifname)
-        self._call("bringing down '%s'" % ifname, self._ipr.link, "set", index=idx, state="down")
+        self._link_change("bringing down '%s'" % ifname, idx, 0, IFF_UP)
 
     def link_set_mtu(self, ifname, mtu):
         idx = self._index(ifname)
-        self._call("setting MTU %d on '%s'" % (mtu, ifname), self._ipr.link, "set", index=idx, mtu=int(mtu))
+        self._link_change("setting MTU %d on '%s'" % (mtu, ifname), idx,
+                          attrs=rtnl.attr_u32(rtnl.IFLA_MTU, int(mtu)))
 
     def link_del(self, ifname):
         """Delete a link; no error when it does not exist."""
         idx = self.link_index(ifname)
         if idx is None:
             return
-        try:
-            self._ipr.link("del", index=idx)
-        except self._NetlinkError as e:
-            if e.code not in (errno.ENODEV, errno.ENOENT):
-                raise NetlinkOpError(e.code, "deleting link '%s'" % ifname)
+        self._req("deleting link '%s'" % ifname, rtnl.RTM_DELLINK, 0, rtnl.ifinfomsg(index=idx),
+                  ok=(errno.ENODEV, errno.ENOENT))
 
     def link_kind(self, ifname):
         """Link kind ('sit', 'tun', 'veth', ...; '' for a device without one such as a
@@ -247,9 +260,7 @@ class Netlink:
         msg = self._link_msg(ifname)
         if msg is None:
             return None
-        info = msg.get_attr("IFLA_LINKINFO")
-        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-        return kind or ""
+        return msg["kind"] or ""
 
     def link_is_up(self, ifname):
         """(admin_up, running) of ifname, or None when it does not exist."""
@@ -265,120 +276,131 @@ class Netlink:
         msg = self._link_msg(ifname)
         if msg is None:
             return None
-        st = msg.get_attr("IFLA_STATS64") or msg.get_attr("IFLA_STATS")
-        out = {}
-        for k in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "rx_dropped", "tx_dropped",
-                  "rx_errors", "tx_errors"):
-            try:
-                out[k] = int(st[k]) if st is not None else 0
-            except (KeyError, TypeError):
-                out[k] = 0
-        return out
+        st = msg["stats"] or {}
+        return {k: int(st.get(k, 0)) for k in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes",
+                                              "rx_dropped", "tx_dropped", "rx_errors", "tx_errors")}
 
     # -- addresses -----------------------------------------------------------------
-    def ipv4_addrs(self, ifname):
-        """IPv4 addresses on ifname as text, primary addresses first ([] if none or no
-        such device)."""
+    def _addr_msgs(self, ifname, family):
+        """The decoded addresses of one family on ifname ([] if no such device)."""
         idx = self.link_index(ifname)
         if idx is None:
             return []
-        msgs = self._call("reading addresses of '%s'" % ifname, self._ipr.get_addr, family=AF_INET, index=idx)
-        prim, sec = [], []
-        for m in msgs:
-            if m["index"] != idx:
+        what = "reading addresses of '%s'" % ifname
+        msgs = self._req(what, rtnl.RTM_GETADDR, 0, rtnl.ifaddrmsg(family, 0, 0, 0, idx), dump=True)
+        out = []
+        for mt, mb in msgs:
+            if mt != rtnl.RTM_NEWADDR:
                 continue
-            a = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
+            m = self._decode(what, rtnl.decode_addr, mb)
+            if m["index"] == idx and m["family"] == family:
+                out.append(m)
+        return out
+
+    def ipv4_addrs(self, ifname):
+        """IPv4 addresses on ifname as text, primary addresses first ([] if none or no
+        such device)."""
+        prim, sec = [], []
+        for m in self._addr_msgs(ifname, AF_INET):
+            a = m["local"] or m["address"]
             if not a:
                 continue
-            flags = m.get_attr("IFA_FLAGS")
-            if flags is None:
-                flags = m["flags"]
-            (sec if flags & IFA_F_SECONDARY else prim).append(a)
+            (sec if m["flags"] & IFA_F_SECONDARY else prim).append(a)
         return prim + sec
 
     def addr_list6(self, ifname):
         """IPv6 addresses on ifname: list of (addr_text, plen), link-local included;
         [] if none or no such device."""
-        idx = self.link_index(ifname)
-        if idx is None:
-            return []
-        msgs = self._call("reading addresses of '%s'" % ifname, self._ipr.get_addr, family=AF_INET6,
-                          index=idx)
         out = []
-        for m in msgs:
-            if m["index"] != idx:
-                continue
-            a = m.get_attr("IFA_ADDRESS") or m.get_attr("IFA_LOCAL")
+        for m in self._addr_msgs(ifname, AF_INET6):
+            a = m["address"] or m["local"]
             if a:
-                out.append((_ipaddr_text(a, AF_INET6), m["prefixlen"]))
+                out.append((a, m["prefixlen"]))
         return out
 
     def ipv6_wan_addrs(self, ifname):
         """Global IPv6 addresses of ifname usable as a tunnel endpoint, as text:
         link-local, tentative (DAD not done), DAD-failed and deprecated addresses are
         left out; [] if none or no such device."""
-        idx = self.link_index(ifname)
-        if idx is None:
-            return []
-        msgs = self._call("reading addresses of '%s'" % ifname, self._ipr.get_addr, family=AF_INET6,
-                          index=idx)
         out = []
-        for m in msgs:
-            if m["index"] != idx or m["scope"] != RT_SCOPE_UNIVERSE:
+        for m in self._addr_msgs(ifname, AF_INET6):
+            if m["scope"] != RT_SCOPE_UNIVERSE:
                 continue
-            flags = m.get_attr("IFA_FLAGS")
-            if flags is None:
-                flags = m["flags"]
-            if flags & (IFA_F_TENTATIVE | IFA_F_DEPRECATED | IFA_F_DADFAILED):
+            if m["flags"] & (IFA_F_TENTATIVE | IFA_F_DEPRECATED | IFA_F_DADFAILED):
                 continue
-            a = m.get_attr("IFA_ADDRESS") or m.get_attr("IFA_LOCAL")
+            a = m["address"] or m["local"]
             if a:
-                out.append(_ipaddr_text(a, AF_INET6))
+                out.append(a)
         return out
 
     def _addr_args(self, ifname, addr, plen, flags):
+        """-> (RTM_*ADDR body, 'addr/plen' text)."""
         fam = _family_of(addr)
         addr = _ipaddr_text(addr, fam)
         plen = int(plen)
         if not 0 <= plen <= (32 if fam == AF_INET else 128):
             raise ValueError("prefix length %d is out of range for %s" % (plen, addr))
-        kw = {"index": self._index(ifname), "address": addr, "prefixlen": plen, "family": fam}
         bits = 0
         for f in flags or ():
             if f not in _ADDR_FLAGS:
                 raise ValueError("unknown address flag '%s'" % f)
             bits |= _ADDR_FLAGS[f]
+        if bits and fam != AF_INET6:
+            raise ValueError("address flags are for IPv6 addresses")
+        body = rtnl.ifaddrmsg(fam, plen, 0, RT_SCOPE_UNIVERSE, self._index(ifname))
+        body += rtnl.attr_ip(rtnl.IFA_ADDRESS, fam, addr)
+        if fam == AF_INET:
+            body += rtnl.attr_ip(rtnl.IFA_LOCAL, fam, addr)
         if bits:
-            if fam != AF_INET6:
-                raise ValueError("address flags are for IPv6 addresses")
             # IFA_FLAGS (32 bit) carries flags above 0xff; the kernel takes it over
             # ifa_flags when present.
-            kw["IFA_FLAGS"] = bits
-        return kw, "%s/%d" % (addr, plen)
+            body += rtnl.attr_u32(rtnl.IFA_FLAGS, bits)
+        return body, "%s/%d" % (addr, plen)
 
     def addr_add(self, ifname, addr, plen, flags=()):
         """Add addr/plen on ifname; already present is fine. flags (IPv6 only): names
         from 'nodad', 'noprefixroute', 'mngtmpaddr', 'homeaddress'."""
-        kw, text = self._addr_args(ifname, addr, plen, flags)
-        try:
-            self._ipr.addr("add", **kw)
-        except self._NetlinkError as e:
-            if e.code != errno.EEXIST:
-                raise NetlinkOpError(e.code, "adding address %s on '%s'" % (text, ifname))
+        body, text = self._addr_args(ifname, addr, plen, flags)
+        self._req("adding address %s on '%s'" % (text, ifname), rtnl.RTM_NEWADDR,
+                  rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL, body, ok=(errno.EEXIST,))
 
     def addr_del(self, ifname, addr, plen, flags=()):
         """Remove addr/plen from ifname; absent address or device is fine."""
         if self.link_index(ifname) is None:
             return
-        kw, text = self._addr_args(ifname, addr, plen, ())
         try:
-            self._ipr.addr("del", **kw)
-        except self._NetlinkError as e:
-            if e.code not in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT, errno.ESRCH):
-                raise NetlinkOpError(e.code, "removing address %s from '%s'" % (text, ifname))
+            body, text = self._addr_args(ifname, addr, plen, ())
+        except NetlinkOpError as e:
+            if e.errno == errno.ENODEV:  # went away meanwhile
+                return
+            raise
+        self._req("removing address %s from '%s'" % (text, ifname), rtnl.RTM_DELADDR, 0, body,
+                  ok=(errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT, errno.ESRCH))
 
     # -- routes ----------------------------------------------------------------------
-    def _route_args(self, dst, plen, ifname, gateway, family, kind, metric, table):
+    @staticmethod
+    def _route_body(fam, dst, plen, rtype, proto, scope, oif=None, gateway=None, metric=None, table=None):
+        tbl = RT_TABLE_MAIN if table is None else int(table)
+        if not 0 <= tbl <= 0xFFFFFFFF:
+            raise ValueError("route table %d is out of range" % tbl)
+        body = rtnl.rtmsg(fam, plen, tbl if tbl < 256 else rtnl.RT_TABLE_UNSPEC, proto, scope, rtype)
+        if plen:  # a default route carries no RTA_DST
+            body += rtnl.attr_ip(rtnl.RTA_DST, fam, dst)
+        if gateway is not None:
+            body += rtnl.attr_ip(rtnl.RTA_GATEWAY, fam, gateway)
+        if oif is not None:
+            body += rtnl.attr_u32(rtnl.RTA_OIF, oif)
+        if metric is not None:
+            m = int(metric)
+            if not 0 <= m <= 0xFFFFFFFF:
+                raise ValueError("route metric %d is out of range" % m)
+            body += rtnl.attr_u32(rtnl.RTA_PRIORITY, m)
+        if table is not None:
+            body += rtnl.attr_u32(rtnl.RTA_TABLE, tbl)
+        return body
+
+    def _route_args(self, dst, plen, ifname, gateway, family, kind, metric, table, delete=False):
+        """-> (RTM_*ROUTE body, text for messages)."""
         if family not in (4, 6):
             raise ValueError("route family must be 4 or 6")
         fam = AF_INET6 if family == 6 else AF_INET
@@ -388,20 +410,21 @@ class Netlink:
             raise ValueError("prefix length %d is out of range for %s" % (plen, dst))
         if kind not in ("unicast", "unreachable"):
             raise ValueError("route kind must be 'unicast' or 'unreachable'")
-        kw = {"family": fam, "dst": dst, "dst_len": plen}
-        if kind == "unreachable":
-            kw["type"] = "unreachable"
-        else:
+        oif = gw = None
+        if kind == "unicast":
             if ifname is not None:
-                kw["oif"] = self._index(ifname)
+                oif = self._index(ifname)
             if gateway is not None:
-                kw["gateway"] = _ipaddr_text(gateway, fam)
+                gw = _ipaddr_text(gateway, fam)
             if ifname is None and gateway is None:
                 raise ValueError("a unicast route needs a device or a gateway")
-        if metric is not None:
-            kw["priority"] = int(metric)
-        if table is not None:
-            kw["table"] = int(table)
+        rtype = RTN_UNREACHABLE if kind == "unreachable" else RTN_UNICAST
+        if delete:  # match any protocol; type as asked
+            body = self._route_body(fam, dst, plen, rtype if kind == "unreachable" else rtnl.RTN_UNSPEC,
+                                    rtnl.RTPROT_UNSPEC, RT_SCOPE_UNIVERSE, oif, gw, metric, table)
+        else:
+            body = self._route_body(fam, dst, plen, rtype, rtnl.RTPROT_STATIC, RT_SCOPE_UNIVERSE, oif, gw,
+                                    metric, table)
         text = "%s/%d" % (dst, plen)
         if kind == "unreachable":
             text = "unreachable " + text
@@ -409,23 +432,21 @@ class Netlink:
             text += " dev " + ifname
         if gateway:
             text += " via " + gateway
-        return kw, text
+        return body, text
 
     def route_add(self, dst, plen, ifname=None, gateway=None, family=6, kind="unicast", metric=None,
                   table=None):
         """Add a route; an identical existing one is fine (EEXIST ignored)."""
-        kw, text = self._route_args(dst, plen, ifname, gateway, family, kind, metric, table)
-        try:
-            self._ipr.route("add", **kw)
-        except self._NetlinkError as e:
-            if e.code != errno.EEXIST:
-                raise NetlinkOpError(e.code, "adding route %s" % text)
+        body, text = self._route_args(dst, plen, ifname, gateway, family, kind, metric, table)
+        self._req("adding route %s" % text, rtnl.RTM_NEWROUTE, rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL, body,
+                  ok=(errno.EEXIST,))
 
     def route_replace(self, dst, plen, ifname=None, gateway=None, family=6, kind="unicast", metric=None,
                       table=None):
         """Add or replace the route to dst/plen (same metric and table)."""
-        kw, text = self._route_args(dst, plen, ifname, gateway, family, kind, metric, table)
-        self._call("replacing route %s" % text, self._ipr.route, "replace", **kw)
+        body, text = self._route_args(dst, plen, ifname, gateway, family, kind, metric, table)
+        self._req("replacing route %s" % text, rtnl.RTM_NEWROUTE, rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE,
+                  body)
 
     def route_del(self, dst, plen, ifname=None, gateway=None, family=6, kind="unicast", metric=None,
                   table=None):
@@ -437,19 +458,23 @@ class Netlink:
         if kind == "unicast" and ifname is None and gateway is None:
             # match on destination (plus metric / table when given) only
             fam = AF_INET6 if family == 6 else AF_INET
-            kw = {"family": fam, "dst": _ipaddr_text(dst, fam), "dst_len": int(plen)}
-            if metric is not None:
-                kw["priority"] = int(metric)
-            if table is not None:
-                kw["table"] = int(table)
-            text = "%s/%d" % (kw["dst"], kw["dst_len"])
+            dst = _ipaddr_text(dst, fam)
+            plen = int(plen)
+            if not 0 <= plen <= (32 if fam == AF_INET else 128):
+                raise ValueError("prefix length %d is out of range for %s" % (plen, dst))
+            body = self._route_body(fam, dst, plen, rtnl.RTN_UNSPEC, rtnl.RTPROT_UNSPEC, RT_SCOPE_UNIVERSE,
+                                    metric=metric, table=table)
+            text = "%s/%d" % (dst, plen)
         else:
-            kw, text = self._route_args(dst, plen, ifname, gateway, family, kind, metric, table)
-        try:
-            self._ipr.route("del", **kw)
-        except self._NetlinkError as e:
-            if e.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
-                raise NetlinkOpError(e.code, "deleting route %s" % text)
+            try:
+                body, text = self._route_args(dst, plen, ifname, gateway, family, kind, metric, table,
+                                              delete=True)
+            except NetlinkOpError as e:
+                if e.errno == errno.ENODEV:  # the device went away meanwhile
+                    return
+                raise
+        self._req("deleting route %s" % text, rtnl.RTM_DELROUTE, 0, body,
+                  ok=(errno.ESRCH, errno.ENOENT, errno.ENODEV))
 
     def default_route_v4(self):
         """(gateway_text_or_None, ifname_or_None) of the IPv4 default route in the main
@@ -461,109 +486,122 @@ class Netlink:
         return self._default_route(AF_INET6)
 
     def _default_route(self, family):
-        msgs = self._call("reading IPv%d routes" % (4 if family == AF_INET else 6), self._ipr.get_routes,
-                          family=family)
+        what = "reading IPv%d routes" % (4 if family == AF_INET else 6)
+        msgs = self._req(what, rtnl.RTM_GETROUTE, 0, rtnl.rtmsg(family, 0, 0, 0, 0, 0), dump=True)
         best = None
-        for m in msgs:
-            if m["dst_len"] != 0 or m["type"] != RTN_UNICAST:
+        for mt, mb in msgs:
+            if mt != rtnl.RTM_NEWROUTE:
                 continue
-            table = m.get_attr("RTA_TABLE") or m["table"]
-            if table != RT_TABLE_MAIN:
+            m = self._decode(what, rtnl.decode_route, mb)
+            if m["family"] != family or m["dst_len"] != 0 or m["type"] != RTN_UNICAST:
                 continue
-            prio = m.get_attr("RTA_PRIORITY") or 0
-            oif = m.get_attr("RTA_OIF")
-            gw = m.get_attr("RTA_GATEWAY")
-            if oif is None:
-                mp = m.get_attr("RTA_MULTIPATH")
-                if mp:
-                    first = mp[0]
-                    oif = first["oif"]
-                    gw = first.get_attr("RTA_GATEWAY")
-            if best is None or prio < best[0]:
-                best = (prio, gw, oif)
+            if m["table"] != RT_TABLE_MAIN:
+                continue
+            oif, gw = m["oif"], m["gateway"]
+            if oif is None and m["multipath"]:
+                oif, gw = m["multipath"][0]
+            if best is None or m["priority"] < best[0]:
+                best = (m["priority"], gw, oif)
         if best is None:
             return (None, None)
         ifname = None
         if best[2]:
             try:
-                links = list(self._ipr.get_links(best[2]))
-                if links:
-                    ifname = links[0].get_attr("IFLA_IFNAME")
-            except self._NetlinkError:
+                link = self._link_by_index(best[2])
+                if link is not None:
+                    ifname = link["ifname"]
+            except NetlinkOpError:
                 pass
         return (best[1], ifname)
+
+    # -- tunnel links (sit, ip6tnl) -----------------------------------------------------
+    def _tunnel_body(self, kind, data_attrs, ifname=None, index=0, mtu=None):
+        body = rtnl.ifinfomsg(index=index)
+        if ifname is not None:
+            body += rtnl.attr_str(rtnl.IFLA_IFNAME, ifname)
+        if mtu is not None:
+            body += rtnl.attr_u32(rtnl.IFLA_MTU, int(mtu))
+        info = rtnl.attr_str(rtnl.IFLA_INFO_KIND, kind)
+        if data_attrs is not None:
+            info += rtnl.nested(rtnl.IFLA_INFO_DATA, *data_attrs)
+        return body + rtnl.nested(rtnl.IFLA_LINKINFO, info)
 
     # -- sit (6in4) --------------------------------------------------------------------
     def sit_supported(self):
         """True when the kernel can make sit (6in4) links: probes once by creating and
         deleting a throwaway link with a random name; the answer is cached."""
         if self._sit is None:
-            name = "cpts%08x" % random.getrandbits(32)
-            try:
-                self._ipr.link("add", ifname=name, kind="sit")
-            except self._NetlinkError as exc:
-                # An endpoint-less sit duplicates the kernel's own sit0 (EEXIST): the
-                # kind is there. A kernel without sit answers "unknown device type".
-                self._sit = exc.code == errno.EEXIST
-            except Exception:  # pyroute2 refusing the kind on its side
-                self._sit = False
-            else:
-                self._sit = True
-                self.link_del(name)
+            self._sit = self._kind_supported("sit", "cpts")
         return self._sit
+
+    def _kind_supported(self, kind, prefix):
+        """Whether a link of `kind` can be made: creates prefix + 8 random hex digits and
+        deletes it again."""
+        name = "%s%08x" % (prefix, random.getrandbits(32))
+        try:
+            self._rt.request(rtnl.RTM_NEWLINK, rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL,
+                             self._tunnel_body(kind, None, ifname=name))
+        except rtnl.NetlinkError as exc:
+            # An endpoint-less sit/ip6tnl duplicates the kernel's own sit0/ip6tnl0
+            # (EEXIST): the kind is there. A kernel without it answers "unknown device
+            # type" (EOPNOTSUPP).
+            return exc.code == errno.EEXIST
+        self.link_del(name)
+        return True
+
+    @staticmethod
+    def _sit_attrs(local, remote, ttl, tos):
+        a = [rtnl.attr_ip(rtnl.IFLA_IPTUN_REMOTE, AF_INET, remote)]
+        if local is not None:
+            a.append(rtnl.attr_ip(rtnl.IFLA_IPTUN_LOCAL, AF_INET, local))
+        if ttl is not None:
+            a.append(rtnl.attr_u8(rtnl.IFLA_IPTUN_TTL, ttl))
+        if tos is not None:
+            a.append(rtnl.attr_u8(rtnl.IFLA_IPTUN_TOS, tos))
+        if ttl:
+            a.append(rtnl.attr_u8(rtnl.IFLA_IPTUN_PMTUDISC, 1))  # the kernel insists on DF with a fixed TTL
+        return a
 
     def sit_create(self, ifname, local, remote, ttl=64, tos=0, mtu=1280):
         """Create sit link ifname from local (IPv4 text or None = any) to remote, with
         the given TTL (0 = inherit), TOS (1 = inherit) and MTU; left down."""
-        kw = {"ifname": ifname, "kind": "sit", "sit_remote": _ipaddr_text(remote, AF_INET),
-              "sit_ttl": int(ttl), "sit_tos": int(tos), "mtu": int(mtu)}
-        if local is not None:
-            kw["sit_local"] = _ipaddr_text(local, AF_INET)
-        if not 0 <= kw["sit_ttl"] <= 255 or not 0 <= kw["sit_tos"] <= 255:
+        remote_t = _ipaddr_text(remote, AF_INET)
+        local_t = _ipaddr_text(local, AF_INET) if local is not None else None
+        ttl, tos = int(ttl), int(tos)
+        if not 0 <= ttl <= 255 or not 0 <= tos <= 255:
             raise ValueError("ttl and tos must be 0..255")
-        if kw["sit_ttl"]:
-            kw["sit_pmtudisc"] = 1  # the kernel insists on DF with a fixed TTL
-        self._call("creating 6in4 (sit) link '%s' to %s" % (ifname, remote), self._ipr.link, "add", **kw)
-        self._sit_params[ifname] = (kw["sit_ttl"], kw["sit_tos"])
+        body = self._tunnel_body("sit", self._sit_attrs(local_t, remote_t, ttl, tos), ifname=ifname, mtu=mtu)
+        self._req("creating 6in4 (sit) link '%s' to %s" % (ifname, remote), rtnl.RTM_NEWLINK,
+                  rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL, body)
+        self._sit_params[ifname] = (ttl, tos)
 
     def sit_set_endpoints(self, ifname, local, remote):
         """Change the endpoints of sit link ifname in place (no delete/re-create).
         TTL and TOS are kept (the kernel resets what a change request leaves out)."""
-        idx = self._index(ifname)
-        ttl, tos = self._sit_params.get(ifname, (None, None))
+        remote_t = _ipaddr_text(remote, AF_INET)
+        local_t = _ipaddr_text(local, AF_INET) if local is not None else "0.0.0.0"
         msg = self._link_msg(ifname)
-        info = msg.get_attr("IFLA_LINKINFO") if msg is not None else None
-        data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
-        if data is not None:
-            # pyroute2 names the sit attributes IFLA_SIT_* (kernel: IFLA_IPTUN_*)
-            for prefix in ("IFLA_SIT_", "IFLA_IPTUN_"):
-                t = data.get_attr(prefix + "TTL")
-                s = data.get_attr(prefix + "TOS")
-                if t is not None or s is not None:
-                    ttl = t if t is not None else ttl
-                    tos = s if s is not None else tos
-                    break
-        kw = {"index": idx, "kind": "sit", "sit_remote": _ipaddr_text(remote, AF_INET),
-              "sit_local": _ipaddr_text(local, AF_INET) if local is not None else "0.0.0.0"}
-        if ttl is not None:
-            kw["sit_ttl"] = int(ttl)
-            if ttl:
-                kw["sit_pmtudisc"] = 1
-        if tos is not None:
-            kw["sit_tos"] = int(tos)
-        self._call("changing endpoints of '%s' to %s -> %s" % (ifname, local or "any", remote),
-                   self._ipr.link, "set", **kw)
+        if msg is None:
+            raise NetlinkOpError(errno.ENODEV, "network device '%s'" % ifname)
+        ttl, tos = self._sit_params.get(ifname, (None, None))
+        data = msg["info_data"]
+        what = "reading link '%s'" % ifname
+        try:
+            t = rtnl.u8(data.get(rtnl.IFLA_IPTUN_TTL), "TTL")
+            s = rtnl.u8(data.get(rtnl.IFLA_IPTUN_TOS), "TOS")
+        except RemoteProtocolError as e:
+            raise NetlinkOpError(errno.EPROTO, "%s (%s)" % (what, e.reason))
+        if t is not None or s is not None:
+            ttl = t if t is not None else ttl
+            tos = s if s is not None else tos
+        body = self._tunnel_body("sit", self._sit_attrs(local_t, remote_t, ttl, tos), index=msg["index"])
+        self._req("changing endpoints of '%s' to %s -> %s" % (ifname, local or "any", remote),
+                  rtnl.RTM_NEWLINK, 0, body)
 
     def close(self):
-        ipr, self._ipr = self._ipr, None
-        if ipr is not None:
-            ipr.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        rt, self._rt = self._rt, None
+        if rt is not None:
+            rt.close()
 
     # -- ip6tnl (IPv4 in IPv6, RFC 2473; used by adapters/v4v6.py) ----------------------
     # The kernel's change request resets every tunnel parameter it leaves out (it zeroes
@@ -575,16 +613,7 @@ class Netlink:
         """True when the kernel can make ip6tnl links: probes once by creating and
         deleting a throwaway link with a random name; the answer is cached."""
         if getattr(self, "_ip6tnl", None) is None:
-            name = "cpti%08x" % random.getrandbits(32)
-            try:
-                self._ipr.link("add", ifname=name, kind="ip6tnl")
-            except self._NetlinkError as exc:
-                self._ip6tnl = exc.code == errno.EEXIST  # duplicates ip6tnl0: the kind is there
-            except Exception:  # pyroute2 refusing the kind on its side
-                self._ip6tnl = False
-            else:
-                self._ip6tnl = True
-                self.link_del(name)
+            self._ip6tnl = self._kind_supported("ip6tnl", "cpti")
         return self._ip6tnl
 
     @staticmethod
@@ -599,17 +628,26 @@ class Netlink:
             raise ValueError("encapsulation limit must be 0..255 (or None: no limit option)")
         return ttl, encap_limit, 0
 
+    def _ip6tnl_attrs(self, local, remote, ttl, limit, flags):
+        return [rtnl.attr_ip(rtnl.IFLA_IPTUN_REMOTE, AF_INET6, remote),
+                rtnl.attr_ip(rtnl.IFLA_IPTUN_LOCAL, AF_INET6, local),
+                rtnl.attr_u8(rtnl.IFLA_IPTUN_PROTO, self.IPPROTO_IPIP),
+                rtnl.attr_u8(rtnl.IFLA_IPTUN_TTL, ttl),
+                rtnl.attr_u8(rtnl.IFLA_IPTUN_ENCAP_LIMIT, limit),
+                rtnl.attr_u32(rtnl.IFLA_IPTUN_FLAGS, flags)]
+
     def ip6tnl_create(self, ifname, local, remote, ttl=64, encap_limit=None, mtu=1280):
         """Create ip6tnl link ifname carrying IPv4 (proto 4, RFC 2473) from local (IPv6
         text or None = any) to remote, with hop limit ttl (0 = inherit), MTU mtu, and
         encap_limit: None = send no Tunnel Encapsulation Limit option (the flag
         ignore-encap-limit), or the limit 0..255 to put in that option; left down."""
         ttl, limit, flags = self._ip6tnl_params(ttl, encap_limit)
-        kw = {"ifname": ifname, "kind": "ip6tnl", "ip6tnl_remote": _ipaddr_text(remote, AF_INET6),
-              "ip6tnl_local": _ipaddr_text(local, AF_INET6) if local is not None else "::",
-              "ip6tnl_proto": self.IPPROTO_IPIP, "ip6tnl_ttl": ttl, "ip6tnl_encap_limit": limit,
-              "ip6tnl_flags": flags, "mtu": int(mtu)}
-        self._call("creating 4in6 (ip6tnl) link '%s' to %s" % (ifname, remote), self._ipr.link, "add", **kw)
+        remote_t = _ipaddr_text(remote, AF_INET6)
+        local_t = _ipaddr_text(local, AF_INET6) if local is not None else "::"
+        body = self._tunnel_body("ip6tnl", self._ip6tnl_attrs(local_t, remote_t, ttl, limit, flags),
+                                 ifname=ifname, mtu=mtu)
+        self._req("creating 4in6 (ip6tnl) link '%s' to %s" % (ifname, remote), rtnl.RTM_NEWLINK,
+                  rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL, body)
         if not hasattr(self, "_ip6tnl_parms"):
             self._ip6tnl_parms = {}
         self._ip6tnl_parms[ifname] = (ttl, limit, flags)
@@ -618,26 +656,27 @@ class Netlink:
         """Change the endpoints of ip6tnl link ifname in place (no delete/re-create);
         protocol, hop limit, encapsulation limit and flags are kept (read back from the
         link, else as created)."""
-        idx = self._index(ifname)
+        remote_t = _ipaddr_text(remote, AF_INET6)
+        local_t = _ipaddr_text(local, AF_INET6) if local is not None else "::"
+        msg = self._link_msg(ifname)
+        if msg is None:
+            raise NetlinkOpError(errno.ENODEV, "network device '%s'" % ifname)
         ttl, limit, flags = getattr(self, "_ip6tnl_parms", {}).get(
             ifname, (64, 0, self.IP6TNL_F_IGN_ENCAP_LIMIT))
-        msg = self._link_msg(ifname)
-        info = msg.get_attr("IFLA_LINKINFO") if msg is not None else None
-        data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
-        if data is not None:
-            t = data.get_attr("IFLA_IP6TNL_TTL")
-            e = data.get_attr("IFLA_IP6TNL_ENCAP_LIMIT")
-            f = data.get_attr("IFLA_IP6TNL_FLAGS")
-            ttl = t if t is not None else ttl
-            limit = e if e is not None else limit
-            flags = f if f is not None else flags
-        kw = {"index": idx, "kind": "ip6tnl", "ip6tnl_remote": _ipaddr_text(remote, AF_INET6),
-              "ip6tnl_local": _ipaddr_text(local, AF_INET6) if local is not None else "::",
-              "ip6tnl_proto": self.IPPROTO_IPIP, "ip6tnl_ttl": int(ttl), "ip6tnl_encap_limit": int(limit),
-              "ip6tnl_flags": int(flags)}
-        self._call("changing endpoints of '%s' to %s -> %s" % (ifname, local or "any", remote),
-                   self._ipr.link, "set", **kw)
-
+        data = msg["info_data"]
+        try:
+            t = rtnl.u8(data.get(rtnl.IFLA_IPTUN_TTL), "hop limit")
+            e = rtnl.u8(data.get(rtnl.IFLA_IPTUN_ENCAP_LIMIT), "encapsulation limit")
+            f = rtnl.u32(data.get(rtnl.IFLA_IPTUN_FLAGS), "tunnel flags")
+        except RemoteProtocolError as exc:
+            raise NetlinkOpError(errno.EPROTO, "reading link '%s' (%s)" % (ifname, exc.reason))
+        ttl = t if t is not None else ttl
+        limit = e if e is not None else limit
+        flags = f if f is not None else flags
+        attrs = self._ip6tnl_attrs(local_t, remote_t, int(ttl), int(limit), int(flags))
+        body = self._tunnel_body("ip6tnl", attrs, index=msg["index"])
+        self._req("changing endpoints of '%s' to %s -> %s" % (ifname, local or "any", remote),
+                  rtnl.RTM_NEWLINK, 0, body)
 
 # --------------------------------------------------------------------------------
 # rtnetlink decoding for the WAN monitor
@@ -803,7 +842,7 @@ def parse_rtnl(data, family=AF_INET):
     return out
 
 
-class WanMonitor:
+class WanMonitor(_Closing):
     """Watches IPv4 (family 4, the default) or IPv6 (family 6) addresses and default
     routes, and links, over rtnetlink.
 
@@ -991,9 +1030,3 @@ class WanMonitor:
         s, self._sock = self._sock, None
         if s is not None:
             s.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -398,84 +398,48 @@ def test_parse_rtnl_fuzz_typed(mtype, body, cut):
         assert e.reason
 
 
-# ------------------------------------------------- sit requests, encoded but not sent
-# (the host kernel has no sit; test_sixin4.py runs a real one under UML when it can)
+# ------------------------------------------------- the daemon runs without pyroute2
+# (requests are compared byte for byte with pyroute2's encoder in test_rtnl.py)
 
-class _BatchIPR:
-    """Stands in for pyroute2's IPRoute: link() requests are compiled by pyroute2's
-    IPBatch into the netlink bytes that would go to the kernel, then decoded."""
+@pytest.mark.lab
+def test_running_daemon_does_not_load_pyroute2(lab):
+    from tests import harness
 
-    def __init__(self):
-        from pyroute2 import IPBatch
-
-        self.ipb = IPBatch()
-        self.sent = []
-        self.links = {}
-
-    def link(self, command, **kw):
-        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
-        self.ipb.reset()
-        self.ipb.link(command, **kw)
-        msg = ifinfmsg(bytes(self.ipb.batch))
-        msg.decode()
-        self.sent.append((command, msg))
-        if command == "add":
-            self.links[kw["ifname"]] = (7, msg)  # what a dump would show afterwards
-
-    def link_lookup(self, ifname):
-        return [self.links[ifname][0]] if ifname in self.links else []
-
-    def get_links(self, idx):
-        return [m for (i, m) in self.links.values() if i == idx]
-
-    def close(self):
-        self.ipb.close()
-
-
-def _sit_attrs(msg):
-    info = msg.get_attr("IFLA_LINKINFO")
-    data = info.get_attr("IFLA_INFO_DATA")
-    return info.get_attr("IFLA_INFO_KIND"), {k.replace("IPTUN", "SIT"): v for k, v in data["attrs"]}
-
-
-def test_sit_requests_encoding():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (Netlink opens a real socket first)")
-    nl = Netlink()
-    nl.close()
-    nl._ipr = fake = _BatchIPR()
+    lab.start_broker(harness.broker_config())
+    d = harness.Daemon(lab)
     try:
-        nl.sit_create("cpt6", "192.0.2.1", "192.0.2.2", ttl=61, tos=0, mtu=1280)
-        cmd, m = fake.sent[0]
-        assert cmd == "add" and m.get_attr("IFLA_IFNAME") == "cpt6" and m.get_attr("IFLA_MTU") == 1280
-        kind, a = _sit_attrs(m)
-        assert kind == "sit"
-        assert (a["IFLA_SIT_LOCAL"], a["IFLA_SIT_REMOTE"], a["IFLA_SIT_TTL"]) == \
-            ("192.0.2.1", "192.0.2.2", 61)
-        # endpoints changed in place (no delete), TTL/TOS carried over from the link as
-        # the kernel reports it (a change request resets what it leaves out)
-        nl._sit_params.clear()
-        nl.sit_set_endpoints("cpt6", None, "192.0.2.3")
-        cmd, m = fake.sent[-1]
-        assert cmd == "set" and m["index"] == 7 and not [c for c, _ in fake.sent if c == "del"]
-        kind, a = _sit_attrs(m)
-        assert kind == "sit"
-        assert (a["IFLA_SIT_LOCAL"], a["IFLA_SIT_REMOTE"], a["IFLA_SIT_TTL"], a["IFLA_SIT_TOS"]) == \
-            ("0.0.0.0", "192.0.2.3", 61, 0)
-        with pytest.raises(ValueError):
-            nl.sit_create("cpt7", None, "192.0.2.256")
-        with pytest.raises(NetlinkOpError):
-            nl.sit_set_endpoints("nosuchdev", None, "192.0.2.3")
+        # -X importtime's log (stderr, into the daemon log) lists every module imported
+        d.start(env={"PYTHONPROFILEIMPORTTIME": "1"})
+        d.wait_status(lambda s: s["state"] == "up", timeout=30, what="tunnel up")
+        with open("/proc/%d/maps" % d.proc.pid) as f:
+            maps = f.read()
+        log = d.log()
     finally:
-        nl._ipr = None
+        d.stop()
+        d.cleanup()
+    imported = [line.rsplit("|", 1)[1].strip() for line in log.splitlines()
+                if line.startswith("import time:") and line.count("|") == 2]
+    assert "cpe_tunnel.adapters.netlink" in imported and "cpe_tunnel.adapters.rtnl" in imported
+    assert not [m for m in imported if m.startswith("pyroute2")], "the daemon imported pyroute2"
+    assert "asyncio" not in imported  # what pyroute2 0.9 dragged in
+    assert "pyroute2" not in maps
+
+
+def test_netlink_in_missing_namespace():
+    with pytest.raises(ValueError):
+        Netlink(netns="a/b")
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    with pytest.raises(OSError):
+        Netlink(netns="cptnl-missing-%d" % os.getpid())
 
 
 # ------------------------------------------------------------- IPv6 WAN (TSP v4v6)
 
 def test_parse_rtnl_ipv6_family():
     a6 = b"\x20\x01\x0d\xb8" + b"\0" * 11 + b"\x02"
-    addr6 = _nlmsg(20, struct.pack("=BBBBI", 10, 64, 0x40, 0, 5) + _rta(1, a6) + _rta(8, struct.pack("=I", 0x240)))
+    addr6 = _nlmsg(20, struct.pack("=BBBBI", 10, 64, 0x40, 0, 5) + _rta(1, a6)
+                   + _rta(8, struct.pack("=I", 0x240)))
     ll = _nlmsg(20, struct.pack("=BBBBI", 10, 64, 0x80, 253, 5) + _rta(1, b"\xfe\x80" + b"\0" * 13 + b"\x01"))
     addr4 = _nlmsg(20, struct.pack("=BBBBI", 2, 24, 0, 0, 5) + _rta(2, bytes([192, 0, 2, 1])))
     gw6 = b"\x20\x01\x0d\xb8" + b"\0" * 11 + b"\x01"

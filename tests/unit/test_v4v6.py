@@ -5,8 +5,8 @@
 # of protocol 4 that answers ICMPv4 echo requests inside). `ping -4` in A goes through
 # the TUN, our tx thread, the veth, the peer, back to our rx thread and the TUN.
 #
-# Kernel plane: the host kernel has no ip6tnl, so the netlink requests are compiled with
-# pyroute2's IPBatch and decoded, and the plane's logic runs against a fake netlink;
+# Kernel plane: the host kernel has no ip6tnl, so the netlink requests are recorded (not
+# sent) and decoded with pyroute2, and the plane's logic runs against a fake netlink;
 # test_kernel_ip6tnl_under_uml runs a real ip6tnl link under User-Mode Linux where it can.
 
 import os
@@ -395,98 +395,67 @@ def test_kernel_plane_with_fake_netlink():
 
 
 # ------------------------------------------------- ip6tnl requests, encoded but not sent
+# Recorded by a stand-in for the rtnetlink socket (tests/unit/test_rtnl.py, which also
+# compares them byte for byte with pyroute2's encoder) and decoded with pyroute2.
 
-class _BatchIPR:
-    """Stands in for pyroute2's IPRoute: link() requests are compiled by pyroute2's
-    IPBatch into the netlink bytes that would go to the kernel, then decoded."""
+def _tnl_attrs(body):
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-    def __init__(self, current=None):
-        from pyroute2 import IPBatch
-
-        self.ipb = IPBatch()
-        self.sent = []
-        self.links = {}
-        self.current = current  # what a dump of the link shows (IFLA_INFO_DATA attrs)
-
-    def link(self, command, **kw):
-        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
-        self.ipb.reset()
-        self.ipb.link(command, **kw)
-        msg = ifinfmsg(bytes(self.ipb.batch))
-        msg.decode()
-        self.sent.append((command, msg))
-        if command == "add":
-            self.links[kw["ifname"]] = 9
-
-    def link_lookup(self, ifname):
-        return [self.links[ifname]] if ifname in self.links else []
-
-    def get_links(self, idx):
-        if self.current is None:
-            return []
-        from pyroute2 import IPBatch
-        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
-        b = IPBatch()
-        b.link("add", ifname="x", kind="ip6tnl", **self.current)
-        m = ifinfmsg(bytes(b.batch))
-        m.decode()
-        b.close()
-        return [m]
-
-    def close(self):
-        self.ipb.close()
-
-
-def _tnl_attrs(msg):
+    msg = ifinfmsg(struct.pack("=IHHII", 16 + len(body), 16, 0, 0, 0) + body)
+    msg.decode()
     info = msg.get_attr("IFLA_LINKINFO")
-    return info.get_attr("IFLA_INFO_KIND"), dict(info.get_attr("IFLA_INFO_DATA")["attrs"])
+    return msg, info.get_attr("IFLA_INFO_KIND"), dict(info.get_attr("IFLA_INFO_DATA")["attrs"])
 
 
 def test_ip6tnl_requests_encoding():
+    from cpe_tunnel.adapters import rtnl
+    from tests.unit.test_rtnl import RecordingRt
+
     if os.geteuid() != 0:
         pytest.skip("needs root (Netlink opens a real socket first)")
     nl = Netlink()
     nl.close()
-    nl._ipr = fake = _BatchIPR()
-    try:
-        nl.ip6tnl_create("cpt46", A6, B6, ttl=61, mtu=1452)
-        cmd, m = fake.sent[0]
-        assert cmd == "add" and m.get_attr("IFLA_IFNAME") == "cpt46" and m.get_attr("IFLA_MTU") == 1452
-        kind, a = _tnl_attrs(m)
-        assert kind == "ip6tnl"
-        assert a == {"IFLA_IP6TNL_LOCAL": A6, "IFLA_IP6TNL_REMOTE": B6, "IFLA_IP6TNL_PROTO": 4,
-                     "IFLA_IP6TNL_TTL": 61, "IFLA_IP6TNL_ENCAP_LIMIT": 0, "IFLA_IP6TNL_FLAGS": 1}
-        nl.ip6tnl_create("cpt47", None, B6_2, ttl=0, encap_limit=4)
-        _, a = _tnl_attrs(fake.sent[-1][1])
-        assert (a["IFLA_IP6TNL_LOCAL"], a["IFLA_IP6TNL_TTL"], a["IFLA_IP6TNL_ENCAP_LIMIT"],
-                a["IFLA_IP6TNL_FLAGS"]) == ("::", 0, 4, 0)
-        # endpoints changed in place (no delete); the other parameters are sent again,
-        # as created when the link cannot be read back ...
-        nl.ip6tnl_set_endpoints("cpt46", None, B6_3)
-        cmd, m = fake.sent[-1]
-        assert cmd == "set" and m["index"] == 9 and not [c for c, _ in fake.sent if c == "del"]
-        kind, a = _tnl_attrs(m)
-        assert kind == "ip6tnl"
-        assert a == {"IFLA_IP6TNL_LOCAL": "::", "IFLA_IP6TNL_REMOTE": B6_3, "IFLA_IP6TNL_PROTO": 4,
-                     "IFLA_IP6TNL_TTL": 61, "IFLA_IP6TNL_ENCAP_LIMIT": 0, "IFLA_IP6TNL_FLAGS": 1}
-        # ... and as the kernel reports them when it can
-        fake.current = {"ip6tnl_ttl": 33, "ip6tnl_encap_limit": 7, "ip6tnl_flags": 0}
-        nl.ip6tnl_set_endpoints("cpt46", A6_2, B6)
-        _, a = _tnl_attrs(fake.sent[-1][1])
-        assert (a["IFLA_IP6TNL_LOCAL"], a["IFLA_IP6TNL_REMOTE"], a["IFLA_IP6TNL_TTL"],
-                a["IFLA_IP6TNL_ENCAP_LIMIT"], a["IFLA_IP6TNL_FLAGS"]) == (A6_2, B6, 33, 7, 0)
-        for bad in ({"ttl": 256}, {"encap_limit": 300}):
-            with pytest.raises(ValueError):
-                nl.ip6tnl_create("cpt48", None, B6, **bad)
+    nl._rt = fake = RecordingRt()
+
+    def sent():
+        return [(t, b) for t, _f, b in fake.sent if t != rtnl.RTM_GETLINK]
+
+    nl.ip6tnl_create("cpt46", A6, B6, ttl=61, mtu=1452)
+    t, body = sent()[0]
+    m, kind, a = _tnl_attrs(body)
+    assert t == rtnl.RTM_NEWLINK and m.get_attr("IFLA_IFNAME") == "cpt46" and m.get_attr("IFLA_MTU") == 1452
+    assert kind == "ip6tnl"
+    assert a == {"IFLA_IP6TNL_LOCAL": A6, "IFLA_IP6TNL_REMOTE": B6, "IFLA_IP6TNL_PROTO": 4,
+                 "IFLA_IP6TNL_TTL": 61, "IFLA_IP6TNL_ENCAP_LIMIT": 0, "IFLA_IP6TNL_FLAGS": 1}
+    nl.ip6tnl_create("cpt47", None, B6_2, ttl=0, encap_limit=4)
+    _, _, a = _tnl_attrs(sent()[-1][1])
+    assert (a["IFLA_IP6TNL_LOCAL"], a["IFLA_IP6TNL_TTL"], a["IFLA_IP6TNL_ENCAP_LIMIT"],
+            a["IFLA_IP6TNL_FLAGS"]) == ("::", 0, 4, 0)
+    # endpoints changed in place (no delete); the other parameters are sent again,
+    # as created when the link cannot be read back ...
+    fake.links["cpt46"] = (9, "ip6tnl", b"")
+    nl.ip6tnl_set_endpoints("cpt46", None, B6_3)
+    t, body = sent()[-1]
+    m, kind, a = _tnl_attrs(body)
+    assert t == rtnl.RTM_NEWLINK and m["index"] == 9 and kind == "ip6tnl"
+    assert not [x for x in sent() if x[0] == rtnl.RTM_DELLINK]
+    assert a == {"IFLA_IP6TNL_LOCAL": "::", "IFLA_IP6TNL_REMOTE": B6_3, "IFLA_IP6TNL_PROTO": 4,
+                 "IFLA_IP6TNL_TTL": 61, "IFLA_IP6TNL_ENCAP_LIMIT": 0, "IFLA_IP6TNL_FLAGS": 1}
+    # ... and as the kernel reports them when it can
+    data = (rtnl.attr_u8(rtnl.IFLA_IPTUN_TTL, 33) + rtnl.attr_u8(rtnl.IFLA_IPTUN_ENCAP_LIMIT, 7)
+            + rtnl.attr_u32(rtnl.IFLA_IPTUN_FLAGS, 0))
+    fake.links["cpt46"] = (9, "ip6tnl", data)
+    nl.ip6tnl_set_endpoints("cpt46", A6_2, B6)
+    _, _, a = _tnl_attrs(sent()[-1][1])
+    assert (a["IFLA_IP6TNL_LOCAL"], a["IFLA_IP6TNL_REMOTE"], a["IFLA_IP6TNL_TTL"],
+            a["IFLA_IP6TNL_ENCAP_LIMIT"], a["IFLA_IP6TNL_FLAGS"]) == (A6_2, B6, 33, 7, 0)
+    for bad in ({"ttl": 256}, {"encap_limit": 300}):
         with pytest.raises(ValueError):
-            nl.ip6tnl_create("cpt48", None, "192.0.2.1")
-        with pytest.raises(NetlinkOpError):
-            nl.ip6tnl_set_endpoints("nosuchdev", None, B6)
-    finally:
-        nl._ipr = None
-        fake.close()
+            nl.ip6tnl_create("cpt48", None, B6, **bad)
+    with pytest.raises(ValueError):
+        nl.ip6tnl_create("cpt48", None, "192.0.2.1")
+    with pytest.raises(NetlinkOpError):
+        nl.ip6tnl_set_endpoints("nosuchdev", None, B6)
 
 
 # ------------------------------------------------------------- the real ip6tnl, under UML
