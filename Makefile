@@ -39,9 +39,9 @@ test-micropython: venv
 	MICROPYPATH=.:tests/core $(VENV)/bin/micropython -X heapsize=16M tests/mprun.py
 
 lint: venv
-	$(VENV)/bin/ruff check cpe_tunnel tests bench
+	$(VENV)/bin/ruff check cpe_tunnel tests bench tools
 
-test: deps venv mpy-check test-micropython
+test: deps venv lint mpy-check test-micropython
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-unit: venv
