@@ -397,9 +397,12 @@ def test_rx_fuzz_through_the_plane(two_ns, batch, threads):
     cport = sock.getsockname()[1]
     controls = []
     plane, nl = _setup_plane(a, sock, batch, threads, on_control=controls.append)
-    cap = in_netns(a, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3)))
+    # protocol 0: the socket receives nothing until bind() names the TUN and ETH_P_ALL
+    # (created with ETH_P_ALL it would queue packets from every interface, e.g. ARP on the
+    # veth, in the moment before bind)
+    cap = in_netns(a, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0))
     try:
-        cap.bind((plane.ifname, 3))  # ETH_P_ALL (host order here; socket() wants it swapped)
+        cap.bind((plane.ifname, 3))  # ETH_P_ALL (host order here; Python swaps it)
         cap.settimeout(2.0)
 
         def total(c):
