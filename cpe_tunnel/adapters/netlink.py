@@ -681,38 +681,17 @@ class Netlink(_Closing):
 # --------------------------------------------------------------------------------
 # rtnetlink decoding for the WAN monitor
 
-NLMSG_NOOP = 1
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLMSG_OVERRUN = 4
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
-RTM_GETLINK = 18
-RTM_NEWADDR = 20
-RTM_DELADDR = 21
-RTM_NEWROUTE = 24
-RTM_DELROUTE = 25
-
-NLM_F_REQUEST = 0x1
-NLM_F_DUMP = 0x300
+from .rtnl import (  # noqa: E402  (the message and attribute numbers live in rtnl.py)
+    IFA_ADDRESS, IFA_FLAGS, IFA_LABEL, IFA_LOCAL, IFLA_IFNAME, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE,
+    NLMSG_ERROR, NLMSG_OVERRUN, RTA_GATEWAY, RTA_MULTIPATH, RTA_OIF, RTA_PRIORITY,
+    RTA_TABLE, RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE,
+)
 
 RTMGRP_LINK = 0x1
 RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV4_ROUTE = 0x40
 RTMGRP_IPV6_IFADDR = 0x100
 RTMGRP_IPV6_ROUTE = 0x400
-
-IFLA_IFNAME = 3
-IFA_ADDRESS = 1
-IFA_LOCAL = 2
-IFA_LABEL = 3
-IFA_FLAGS = 8
-RTA_DST = 1
-RTA_OIF = 4
-RTA_GATEWAY = 5
-RTA_PRIORITY = 6
-RTA_MULTIPATH = 9
-RTA_TABLE = 15
 
 _NLMSG_HDR = "=IHHII"  # len, type, flags, seq, pid
 _IFINFO = "=BxHiII"  # family, type, index, flags, change

@@ -98,15 +98,20 @@ def _sup():
     return sup, lan, clock
 
 
-def test_lans_keep_their_state_while_the_tunnel_reconnects_at_once():
-    sup, lan, clock = _sup()
+def _keepalive_lost(sup, clock):
+    """The keepalive is lost and a new session starts at once: prefixes go, state down."""
     tun = sup.tunnel
-    # the keepalive is lost and a new session starts at once: prefixes go, state down
     tun.since = clock.t
     tun.prefixes = []
     sup.prefixes_changed(clock.t)
     tun.st = ("down", "the tunnel stopped answering; starting a new TSP session")
     sup.state_changed(clock.t)
+    return tun
+
+
+def test_lans_keep_their_state_while_the_tunnel_reconnects_at_once():
+    sup, lan, clock = _sup()
+    tun = _keepalive_lost(sup, clock)
     assert lan.router == [True] and lan.prefix == []  # nothing withdrawn yet
     # the new session is up 0.3 s later with the same prefix: the LAN never noticed
     clock.t += 0.3
@@ -123,12 +128,7 @@ def test_lans_withdraw_when_the_reconnect_takes_too_long():
     from cpe_tunnel.supervisor import RECONNECT_GRACE
 
     sup, lan, clock = _sup()
-    tun = sup.tunnel
-    tun.since = clock.t
-    tun.prefixes = []
-    sup.prefixes_changed(clock.t)
-    tun.st = ("down", "the tunnel stopped answering; starting a new TSP session")
-    sup.state_changed(clock.t)
+    _keepalive_lost(sup, clock)
     assert lan.router == [True]
     deadline = sup.get_timer()
     assert deadline == clock.t + RECONNECT_GRACE
