@@ -33,7 +33,7 @@ import time
 from cpe_tunnel.adapters.tun import open_tun
 
 __all__ = ["BATCH", "BUFSIZE", "MMSG", "MSG_DONTWAIT", "SOCKBUF", "KernelTunnel", "PlainTx", "Pump", "Ring",
-           "Stop", "TunSocketPlane", "drop", "recv_reason", "send_reason", "wait_writable"]
+           "Stop", "TunSocketPlane", "drop", "open_raw_socket", "recv_reason", "send_reason", "wait_writable"]
 
 BUFSIZE = 65536
 BATCH = 32  # packets per pump call (and per sendmmsg / recvmmsg)
@@ -44,6 +44,46 @@ MSG_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0x40))
 _NO_ROUTE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL,
              errno.EDESTADDRREQ, errno.ENOTCONN)
 _ICMP_UNREACH = (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EPROTO)
+
+
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+IPV6_FREEBIND = getattr(socket, "IPV6_FREEBIND", 78)
+
+
+def open_raw_socket(netns, family, proto, options, local, what):
+    """A non-blocking raw socket of `proto` (in netns): `options` [(level, name, value)],
+    big socket buffers, and, when `local` is given, bound to it with FREEBIND (the WAN
+    address may come and go; bind anyway). EPERM/EACCES say that `what` needs root."""
+    from cpe_tunnel.adapters.netlink import in_netns
+
+    def make():
+        s = socket.socket(family, socket.SOCK_RAW, proto)
+        try:
+            for level, name, value in options:
+                s.setsockopt(level, name, value)
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, opt, SOCKBUF)
+                except OSError:
+                    pass
+            if local is not None:
+                if family == socket.AF_INET:
+                    s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+                else:
+                    s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+                s.bind((local, 0))
+            s.setblocking(False)
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    try:
+        return in_netns(netns, make)
+    except OSError as e:
+        if e.errno in (errno.EPERM, errno.EACCES):
+            raise OSError(e.errno, "%s needs root (CAP_NET_RAW)" % what)
+        raise
 
 
 def drop(drops, reason, n=1):

@@ -20,16 +20,15 @@ import errno
 import os
 import socket
 
-from cpe_tunnel.adapters.netlink import in_netns
 from cpe_tunnel.adapters.plane import (
     BUFSIZE,
-    SOCKBUF,
     KernelTunnel,
     PlainTx,
     Pump,
     Stop,
     TunSocketPlane,
     drop,
+    open_raw_socket,
 )
 from cpe_tunnel.core.errors import ConfigError
 
@@ -37,7 +36,6 @@ __all__ = ["IPPROTO_IPV6", "KernelSixin4", "UserspaceSixin4", "choose_dataplane"
            "decap_6in4"]
 
 IPPROTO_IPV6 = 41
-IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 
 NO_SIT = "this kernel has no sit (6in4) support: install kmod-sit or use dataplane 'userspace'"
 
@@ -167,32 +165,10 @@ class UserspaceSixin4(TunSocketPlane):
 
     # -- setup -----------------------------------------------------------------------
     def _make_socket(self, local):
-        def make():
-            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPV6)
-            try:
-                s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, self.ttl)
-                s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, self.tos)
-                for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                    try:
-                        s.setsockopt(socket.SOL_SOCKET, opt, SOCKBUF)
-                    except OSError:
-                        pass
-                if local is not None:
-                    # FREEBIND: the WAN address may come and go; bind anyway
-                    s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-                    s.bind((local, 0))
-                s.setblocking(False)
-            except BaseException:
-                s.close()
-                raise
-            return s
-
-        try:
-            return in_netns(self.netns, make)
-        except OSError as e:
-            if e.errno in (errno.EPERM, errno.EACCES):
-                raise OSError(e.errno, "a raw protocol-41 socket needs root (CAP_NET_RAW)")
-            raise
+        return open_raw_socket(self.netns, socket.AF_INET, IPPROTO_IPV6,
+                               [(socket.IPPROTO_IP, socket.IP_TTL, self.ttl),
+                                (socket.IPPROTO_IP, socket.IP_TOS, self.tos)],
+                               local, "a raw protocol-41 socket")
 
     def _new_socket(self):
         return self._make_socket(self.local)

@@ -29,13 +29,13 @@ import socket
 from cpe_tunnel.adapters.netlink import in_netns
 from cpe_tunnel.adapters.plane import (
     BUFSIZE,
-    SOCKBUF,
     KernelTunnel,
     PlainTx,
     Pump,
     Stop,
     TunSocketPlane,
     drop,
+    open_raw_socket,
 )
 from cpe_tunnel.core.errors import ConfigError
 
@@ -43,7 +43,6 @@ __all__ = ["IPPROTO_IPIP", "KernelV4v6", "UserspaceV4v6", "choose_v4v6", "create
            "DROP_REASONS"]
 
 IPPROTO_IPIP = 4
-IPV6_FREEBIND = getattr(socket, "IPV6_FREEBIND", 78)
 
 NO_IP6TNL = ("this kernel has no ip6tnl (4in6) support: install kmod-ip6-tunnel or use dataplane "
              "'userspace'")
@@ -177,31 +176,9 @@ class UserspaceV4v6(TunSocketPlane):
 
     # -- setup -------------------------------------------------------------------------
     def _make_socket(self, local):
-        def make():
-            s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_IPIP)
-            try:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, self.ttl)
-                for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                    try:
-                        s.setsockopt(socket.SOL_SOCKET, opt, SOCKBUF)
-                    except OSError:
-                        pass
-                if local is not None:
-                    # FREEBIND: the WAN address may come and go; bind anyway
-                    s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
-                    s.bind((local, 0))
-                s.setblocking(False)
-            except BaseException:
-                s.close()
-                raise
-            return s
-
-        try:
-            return in_netns(self.netns, make)
-        except OSError as e:
-            if e.errno in (errno.EPERM, errno.EACCES):
-                raise OSError(e.errno, "a raw IPv6 protocol-4 socket needs root (CAP_NET_RAW)")
-            raise
+        return open_raw_socket(self.netns, socket.AF_INET6, IPPROTO_IPIP,
+                               [(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, self.ttl)],
+                               local, "a raw IPv6 protocol-4 socket")
 
     def _new_socket(self):
         return self._make_socket(self.local)
