@@ -64,10 +64,13 @@ import time
 
 from cpe_tunnel.adapters.netlink import in_netns
 from cpe_tunnel.adapters.plane import (
+    BUFSIZE,
+    IP_FREEBIND,
     MMSG,
     MSG_DONTWAIT,
     SOCKBUF,
     Pump,
+    RxPump,
     Stop,
     TunSocketPlane,
     drop,
@@ -77,13 +80,11 @@ from cpe_tunnel.core import ayiya
 from cpe_tunnel.core.ayiya import AyiyaError
 from cpe_tunnel.core.errors import LocalProtocolError
 
-__all__ = ["UserspaceAyiya", "BATCH", "HDR"]
+__all__ = ["UserspaceAyiya", "BATCH", "BUFSIZE", "HDR"]
 
 HDR = ayiya.HEADER_LEN  # 44
-BUFSIZE = 65536
 BATCH = 64  # packets between clock reads / stop checks while draining
 MAX_MTU = 65507 - HDR  # largest IPv6 packet that fits one AYIYA/UDP/IPv4 datagram
-IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 # bytes 0..3 of a plain forward: identity 16 B integer, SHA-1 signature, auth shared
 # secret + opcode forward, next header IPv6
 FWD_WORD = (0x41 << 24) | (0x52 << 16) | ((0x10 | ayiya.OP_FORWARD) << 8) | ayiya.NH_IPV6
@@ -788,8 +789,7 @@ class _Tx(Pump):
         if plane.batch_io:
             self.ring = _Ring(plane.cap)
         else:
-            self.buf = bytearray(BUFSIZE)
-            self.mv = memoryview(self.buf)
+            self.plain_buffer()
 
     def run(self):
         plane = self.plane
@@ -802,10 +802,8 @@ class _Tx(Pump):
         return st == EMPTY
 
 
-class _Rx(Pump):
+class _Rx(RxPump):
     """PoP -> TUN: one batch of _rx_drain / _rx_drain_mm per run()."""
-
-    name = "rx"
 
     def __init__(self, plane, sock):
         super().__init__(plane, sock)
@@ -814,11 +812,7 @@ class _Rx(Pump):
         if plane.batch_io:
             self.ring = _Ring(plane.cap)
         else:
-            self.buf = bytearray(BUFSIZE)
-            self.mv = memoryview(self.buf)
-
-    def poll_fd(self):
-        return self.sock.fileno()
+            self.plain_buffer()
 
     def run(self):
         plane = self.plane

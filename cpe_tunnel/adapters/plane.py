@@ -32,7 +32,7 @@ import time
 
 from cpe_tunnel.adapters.tun import open_tun
 
-__all__ = ["BATCH", "BUFSIZE", "MMSG", "MSG_DONTWAIT", "SOCKBUF", "KernelTunnel", "PlainTx", "Pump", "Ring",
+__all__ = ["BATCH", "BUFSIZE", "MMSG", "MSG_DONTWAIT", "SOCKBUF", "KernelTunnel", "PlainTx", "Pump", "Ring", "RxPump",
            "Stop", "TunSocketPlane", "drop", "open_raw_socket", "recv_reason", "send_reason", "wait_writable"]
 
 BUFSIZE = 65536
@@ -484,6 +484,12 @@ class Pump:
     def poll_fd(self):
         return self.fd
 
+    def plain_buffer(self):
+        """One packet buffer and its memoryview, for the loops that move one packet per
+        system call."""
+        self.buf = bytearray(BUFSIZE)
+        self.mv = memoryview(self.buf)
+
     def close(self):
         pass
 
@@ -500,6 +506,15 @@ class Pump:
         plane.last_rx = time.monotonic()
 
 
+class RxPump(Pump):
+    """network -> TUN: waits on the socket."""
+
+    name = "rx"
+
+    def poll_fd(self):
+        return self.sock.fileno()
+
+
 class PlainTx(Pump):
     """TUN -> socket, one read and one send() per packet: the packet read from the TUN
     goes out as it is (version nibble `version`, at least `min_len` bytes; anything else
@@ -514,8 +529,7 @@ class PlainTx(Pump):
     def __init__(self, plane, sock):
         import io
         super().__init__(plane, sock)
-        self.buf = bytearray(BUFSIZE)
-        self.mv = memoryview(self.buf)
+        self.plain_buffer()
         # FileIO.readinto: None when empty, cheaper than os.readv + BlockingIOError
         self.tunf = io.FileIO(self.fd, "rb", closefd=False)
 

@@ -21,10 +21,9 @@ import os
 import socket
 
 from cpe_tunnel.adapters.plane import (
-    BUFSIZE,
     KernelTunnel,
     PlainTx,
-    Pump,
+    RxPump,
     Stop,
     TunSocketPlane,
     drop,
@@ -190,18 +189,12 @@ class UserspaceSixin4(TunSocketPlane):
         self.remote = remote
 
 
-class _Rx6in4(Pump):
+class _Rx6in4(RxPump):
     """network -> TUN: proto-41 packets from the broker, decapsulated."""
-
-    name = "rx"
 
     def __init__(self, plane, sock):
         super().__init__(plane, sock)
-        self.buf = bytearray(BUFSIZE)
-        self.mv = memoryview(self.buf)
-
-    def poll_fd(self):
-        return self.sock.fileno()
+        self.plain_buffer()
 
     def run(self):
         buf, mv, plane = self.buf, self.mv, self.plane

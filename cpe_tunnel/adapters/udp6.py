@@ -41,12 +41,12 @@ import socket
 
 from cpe_tunnel.adapters.plane import (
     BATCH,
-    BUFSIZE,
     MMSG,
     MSG_DONTWAIT,
     SOCKBUF,
     PlainTx,
     Pump,
+    RxPump,
     Ring,
     Stop,
     TunSocketPlane,
@@ -177,17 +177,12 @@ class _UdpTxBatch(Pump):
             self.tx_done(k - failed, by)
 
 
-class _UdpRx(Pump):
+class _UdpRx(RxPump):
     """Broker -> TUN (shared parts)."""
-
-    name = "rx"
 
     def __init__(self, plane, sock):
         super().__init__(plane, sock)
         self.limit = plane._rx_limit()
-
-    def poll_fd(self):
-        return self.sock.fileno()
 
     def control(self, data):
         plane = self.plane
@@ -214,8 +209,7 @@ class _UdpRxPlain(_UdpRx):
 
     def __init__(self, plane, sock):
         super().__init__(plane, sock)
-        self.buf = bytearray(BUFSIZE)
-        self.mv = memoryview(self.buf)
+        self.plain_buffer()
 
     def run(self):
         buf, mv, plane, limit = self.buf, self.mv, self.plane, self.limit

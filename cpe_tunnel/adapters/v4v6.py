@@ -28,10 +28,9 @@ import socket
 
 from cpe_tunnel.adapters.netlink import in_netns
 from cpe_tunnel.adapters.plane import (
-    BUFSIZE,
     KernelTunnel,
     PlainTx,
-    Pump,
+    RxPump,
     Stop,
     TunSocketPlane,
     drop,
@@ -218,18 +217,12 @@ class _Tx4(PlainTx):
     not_reason = "not IPv4 (from TUN)"
 
 
-class _Rx4(Pump):
+class _Rx4(RxPump):
     """network -> TUN: IPv4 packets from the broker, IPv6 header already removed."""
-
-    name = "rx"
 
     def __init__(self, plane, sock):
         super().__init__(plane, sock)
-        self.buf = bytearray(BUFSIZE)
-        self.mv = memoryview(self.buf)
-
-    def poll_fd(self):
-        return self.sock.fileno()
+        self.plain_buffer()
 
     def run(self):
         buf, mv, plane = self.buf, self.mv, self.plane
