@@ -33,6 +33,9 @@ sys.path.insert(0, ROOT)
 
 from tests.kernel import runner  # noqa: E402
 
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from sixin4_userspace import UDP6_SINK  # noqa: E402
+
 A_IP, B_IP = "192.0.2.1", "192.0.2.2"
 A6, B6 = "2001:db8:1::2", "2001:db8:1::1"
 MAX_PACKETS = 1_000_000
@@ -59,27 +62,8 @@ while n < limit and time.monotonic() < end:
 print(n)
 """
 
-SINK = r"""
-import select, socket, sys, time
-secs, addr = float(sys.argv[1]), sys.argv[2]
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-s.bind((addr, 9))
-s.setblocking(False)
-buf = bytearray(65536)
-n = 0
-print("ready", flush=True)
-end = time.monotonic() + secs
-while time.monotonic() < end:
-    select.select([s], [], [], 0.2)
-    try:
-        while True:
-            s.recv_into(buf)
-            n += 1
-    except BlockingIOError:
-        pass
-print(n)
-"""
+# the counting sink is sixin4_userspace.py's
+SINK = UDP6_SINK
 
 
 def sh(*args):
