@@ -94,7 +94,7 @@ class TspSession:
         self.fallback_udp = False  # protocol 41 did not get through: ask for v6udpv4
         self.sessions = 0
         self.up_since = None
-        self.v4v6 = t["tunnel_mode"] == "v4v6"  # over IPv6: wan_ip is the WAN's IPv6 address
+        self.v4v6 = runner.v4v6  # over IPv6: wan_ip is the WAN's IPv6 address
 
     # -- session life -------------------------------------------------------
     def start(self, now, wan_ip, reason="start"):

@@ -31,6 +31,11 @@ DEBOUNCE_MAX = 0.3  # ... or this long after its first event, whichever comes fi
 RECONNECT_GRACE = 2.0
 
 
+def carries_ipv4(t):
+    """True for a tunnel section that carries IPv4 over an IPv6 WAN (TSP v4v6)."""
+    return t.get("mode") == "tsp" and t.get("tunnel_mode") == "v4v6"
+
+
 def peer_of(ip6, plen):
     """The broker's side of a tunnel /64 when the config does not name it: the
     usual broker convention is ::1 for the server and ::2 for the client."""
@@ -77,7 +82,7 @@ class TunnelRunner:
         # tunnel carries IPv4: our and the broker's tunnel IPv4 addresses (text), the
         # broker's IPv6 endpoint, the delegated IPv4 prefixes [(text, len)] and the
         # LAN address made from the first one (ifname, address, len).
-        self.v4v6 = t["mode"] == "tsp" and t.get("tunnel_mode") == "v4v6"
+        self.v4v6 = carries_ipv4(t)
         self.wan_family = 6 if self.v4v6 else 4
         self.local4 = self.peer4 = self.remote6 = self.keepalive4 = None
         self.prefixes4 = []
@@ -761,8 +766,7 @@ class Supervisor:
 
     def ipv4_only(self):
         """True when the tunnel carries IPv4 only (TSP v4v6)."""
-        t = self.cfg.get("tunnel") or {}
-        return t.get("mode") == "tsp" and t.get("tunnel_mode") == "v4v6"
+        return carries_ipv4(self.cfg.get("tunnel") or {})
 
     def _enable_forwarding(self):
         if not self.cfg["lans"]:
